@@ -1,0 +1,68 @@
+"""Checkpoint files for both stages: atomic writes, safe loads, latest-step discovery.
+
+* Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
+  target (``os.replace`` is atomic on POSIX): a process killed mid-write leaves the previous file
+  intact and never a truncated one under the real name.
+* Loads use ``torch.load(..., weights_only=True)``: a pickle that would run code is refused.
+  Any unreadable file becomes one :class:`BadInputError` line naming it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Any
+
+import torch
+
+from BigVGAN.audio import BadInputError
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` that never leaves a partial file under ``path``."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """Write a text file (JSON config, meta.json) atomically."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint with ``weights_only=True``; a missing, truncated or unsafe file is one line."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BadInputError(path, "checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle/zip errors of many types: all mean "not a loadable checkpoint"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "refused: it contains Python objects that are not plain tensors/containers"
+        raise BadInputError(path, f"unreadable checkpoint ({reason[:200]})") from None
+
+
+def scan_checkpoint(cp_dir: str | os.PathLike, prefix: str) -> str | None:
+    """Newest ``{prefix}{8 digits}`` file in ``cp_dir`` (BigVGAN's naming), or None."""
+    pattern = re.compile(re.escape(prefix) + r"(\d{8})$")
+    found = [p for p in glob.glob(os.path.join(os.fspath(cp_dir), prefix + "*")) if pattern.search(p)]
+    return max(found, key=lambda p: int(pattern.search(p).group(1))) if found else None

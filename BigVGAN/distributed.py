@@ -1,0 +1,131 @@
+"""Process-group plumbing shared by both stages' trainers (CPU/gloo, one GPU, N GPUs, torchrun).
+
+How a run starts (:func:`launch`):
+
+* under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set): this process is one of the
+  launcher's workers, across nodes too; the launcher owns the rendezvous;
+* ``--num_gpus N`` with N > 1: N local workers are spawned on a free loopback port;
+* otherwise: one process, no process group at all.
+
+The backend is NCCL when CUDA is present and gloo otherwise, so a test can run 2 CPU workers.
+Only rank 0 writes files and logs; losses are all-reduced before they are logged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+# A worker that waits longer than this for its peers (one died, a collective hangs) raises instead
+# of blocking forever; mp.spawn then terminates the remaining workers.
+DEFAULT_TIMEOUT_S = int(os.environ.get("DIFFBINAURAL_DIST_TIMEOUT", "300"))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def under_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def launch(worker: Callable[[Any], None], args: Any, *, num_gpus: int) -> None:
+    """Run ``worker(args)`` once per rank (see module docstring); the worker calls :func:`setup`."""
+    if under_torchrun() or num_gpus <= 1:
+        worker(args)
+        return
+    if torch.cuda.is_available() and torch.cuda.device_count() < num_gpus:
+        raise ValueError(f"--num_gpus {num_gpus} but only {torch.cuda.device_count()} CUDA device(s) visible")
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(_free_port())
+    os.environ["WORLD_SIZE"] = str(num_gpus)
+    try:
+        mp.spawn(_spawned, args=(worker, args, num_gpus), nprocs=num_gpus, join=True)
+    finally:
+        for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE"):
+            os.environ.pop(key, None)
+
+
+def _spawned(local_rank: int, worker: Callable[[Any], None], args: Any, world_size: int) -> None:
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size))
+    worker(args)
+
+
+def setup(*, timeout_s: int = DEFAULT_TIMEOUT_S) -> torch.device:
+    """Join the process group when there is one; return this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo",
+            timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=device if cuda else None,
+        )
+    return device
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (in place on a copy); identity without a process group."""
+    out = tensor.detach().clone()
+    if dist.is_initialized():
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Mean of each scalar over ranks: what rank 0 logs is the whole job's value, not its own."""
+    if not values:
+        return {}
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    t = all_reduce_sum(t) / get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside DDP (what is saved and what EMA tracks)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -1,0 +1,134 @@
+"""RealBinaural: clips listed in a split CSV, with person/action detections (layout in ``layout.py``).
+
+Items follow the contract of :mod:`DiffBinaural.dataset.base`. What is specific here:
+
+* the split CSV needs a ``name`` column; a value that looks like a path (``a/b/clip.wav``) stands for
+  its basename without extension, so lists written by the original code still work;
+* mono comes from ``processed/mono_audios_22050Hz/{name}.wav`` when that file exists, else it is the
+  down-mix ``(L + R) / 2`` of the binaural file;
+* audio must already be at 22050 Hz (no resampling: a different rate is an error);
+* source boxes come from the detection CSV (``name,frame,x1,y1,x2,y2,score``, pixels, frame = index).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from BigVGAN.audio import BadInputError
+from BigVGAN.meldataset import MelConfig
+from DiffBinaural.dataset import layout
+from DiffBinaural.dataset.base import ClipDataset
+
+_PATH_SUFFIXES = (".wav", ".flac", ".mp4", ".npy")
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    if not os.path.isfile(path):
+        raise BadInputError(path, "file not found")
+    try:
+        # strings throughout: clip names like "0001" must not become numbers
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInputError(path, f"unreadable CSV ({reason})") from None
+
+
+def clip_name(value: str) -> str:
+    """A split-CSV entry → clip name: paths (a separator or a media suffix) lose folder and suffix."""
+    value = value.strip()
+    if "/" in value or "\\" in value or value.lower().endswith(_PATH_SUFFIXES):
+        return os.path.splitext(os.path.basename(value.replace("\\", "/")))[0]
+    return value
+
+
+def read_split_csv(path: str) -> list[str]:
+    """Clip names of a split CSV (header with a ``name`` column; other columns are ignored)."""
+    table = _read_csv(path)
+    table.columns = [str(c).strip() for c in table.columns]
+    if "name" not in table.columns:
+        found = ", ".join(table.columns) or "none"
+        raise BadInputError(path, f"no 'name' column in the header (columns: {found})")
+    names = [clip_name(v) for v in table["name"]]
+    for i, name in enumerate(names):
+        if not name:
+            raise BadInputError(path, f"line {i + 2}: empty name")
+    if not names:
+        raise BadInputError(path, "the split list is empty")
+    return names
+
+
+def read_detections(path: str) -> dict[str, np.ndarray]:
+    """Detection CSV → {clip name: (k, 7) float64 rows ``line, frame, x1, y1, x2, y2, score``}.
+
+    Values that are not numbers become NaN here and are reported, with their line, when the clip
+    that owns them is validated (so ``skip_bad`` can drop just that clip).
+    """
+    table = _read_csv(path)
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in layout.DETECTION_COLUMNS if c not in table.columns]
+    if missing:
+        raise BadInputError(path, f"missing column(s) {', '.join(missing)} (need {','.join(layout.DETECTION_COLUMNS)})")
+    values = np.empty((len(table), 7), np.float64)
+    values[:, 0] = np.arange(len(table)) + 2  # file line of each row (line 1 is the header)
+    for j, column in enumerate(layout.DETECTION_COLUMNS[1:], start=1):
+        values[:, j] = pd.to_numeric(table[column].str.strip(), errors="coerce").to_numpy(np.float64)
+    names = table["name"].str.strip()
+    groups = names.groupby(names).indices  # name -> row positions, one pass over the table
+    return {name: values[rows] for name, rows in groups.items()}
+
+
+class RealBinauralDataset(ClipDataset):
+    """RealBinaural clips (see the module docstring of :mod:`DiffBinaural.dataset.base` for items).
+
+    Args:
+        data_root: the dataset folder (``layout.rb_paths``).
+        list_csv: split CSV with a ``name`` column.
+        split: ``train`` (random crops), ``val`` or ``test`` (centred crops).
+        mel_cfg: the vocoder's mel parameters.
+        detection_csv: detections; None = ``{data_root}/action_detection_results/detection_results.csv``.
+        segment_frames: mel frames per crop (80 → 20480 samples); None = whole clip.
+        num_frames, max_sources, image_size: L, N and P of the visual inputs.
+        fps: frame rate of the extracted frames.
+        seed: base of the per-item crop generators.
+        skip_bad: drop broken clips (one summary line) instead of raising.
+        flip: train-only random mirror of images, positions and ears (p = 0.5).
+    """
+
+    def __init__(
+        self,
+        *,
+        data_root: str,
+        list_csv: str,
+        split: str,
+        mel_cfg: MelConfig,
+        detection_csv: str | None = None,
+        segment_frames: int | None = 80,
+        num_frames: int = 5,
+        max_sources: int = 4,
+        image_size: int = 224,
+        fps: float = layout.FPS,
+        seed: int = 0,
+        skip_bad: bool = False,
+        flip: bool = False,
+    ):
+        self.data_root = os.fspath(data_root)
+        self.detection_csv = os.fspath(detection_csv or os.path.join(self.data_root, layout.RB_DETECTIONS))
+        self._detections = read_detections(self.detection_csv)
+        super().__init__(
+            split=split, mel_cfg=mel_cfg, list_path=os.fspath(list_csv), segment_frames=segment_frames,
+            num_frames=num_frames, max_sources=max_sources, image_size=image_size, fps=fps, seed=seed,
+            skip_bad=skip_bad, flip=flip,
+        )
+
+    def _read_list(self) -> list[str]:
+        return read_split_csv(self.list_path)
+
+    def _clip_paths(self, name: str) -> tuple[str, str | None, str]:
+        paths = layout.rb_paths(self.data_root, name)
+        return paths["binaural"], paths["mono"], paths["frames"]
+
+    def _detection_rows(self, name: str) -> tuple[str, np.ndarray]:
+        return self.detection_csv, self._detections.get(name, np.zeros((0, 7)))

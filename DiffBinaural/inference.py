@@ -1,0 +1,169 @@
+"""Whole-clip Stage 1 inference and the mel directory it writes (DESIGN.md "Mel directory").
+
+A clip of any length is cut into ``segment_frames``-frame windows every ``window_hop`` frames (the
+last one flush with the end; a clip shorter than a window is edge-padded), each window is sampled
+with its own visual inputs and its own seeded noise, and the windows are blended with raised-cosine
+crossfades (:mod:`DiffBinaural.utils.overlap_add`). Every frame is covered, so there are no zero edges
+(the original left 8 frames at each end at exactly 0, i.e. full-scale loud in ln-mel).
+
+Mel directory::
+
+    {dir}/left/{split}/{name}.npy    float32 (n_mels, T) natural-log mel, T = samples // hop
+    {dir}/right/{split}/{name}.npy
+    {dir}/meta.json                  format version, mel parameters, checkpoint, sampler, steps, seed
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import torch
+
+from BigVGAN.audio import CHANNEL_NAMES, BadInputError
+from BigVGAN.checkpoint import atomic_write_text
+from BigVGAN.meldataset import MelConfig, denormalize_mel, normalize_mel
+from DiffBinaural.model import Stage1Model, sample_mels
+from DiffBinaural.utils.overlap_add import crossfade_weights, overlap_add, pad_frames, window_starts
+
+MEL_DIR_FORMAT_VERSION = 1
+
+
+@torch.no_grad()
+def generate_clip(
+    model: Stage1Model, sampler, *, mono_mel: torch.Tensor, visual_fn, window: int, hop: int,
+    batch_windows: int, seed: int, device: torch.device,
+) -> torch.Tensor:
+    """Left/right ln-mels of a whole clip.
+
+    Args:
+        mono_mel: (1, M, T) ln-mel of the whole mono clip.
+        visual_fn: ``visual_fn(start_frame, num_frames) -> (frames, positions, mask)`` for a window
+            (shapes as in :mod:`DiffBinaural.dataset.base`, without the batch dim).
+        window, hop: window length and stride in frames.
+        batch_windows: windows sampled together.
+        seed: window ``k`` uses noise seeded by ``(seed, k)``: same seed, same output.
+
+    Returns:
+        (2, M, T) ln-mel, channel 0 = left.
+    """
+    total = mono_mel.shape[-1]
+    padded = pad_frames(normalize_mel(mono_mel), window) if total < window else normalize_mel(mono_mel)
+    starts = window_starts(total, window=window, hop=hop)
+    overlap = min(window - hop, window // 2) if len(starts) > 1 else 0
+    weights = crossfade_weights(window, overlap)
+    chunks = []
+    for b in range(0, len(starts), batch_windows):
+        group = starts[b:b + batch_windows]
+        visual = [visual_fn(s, window) for s in group]
+        kwargs = {
+            "mono_mel": torch.stack([padded[:, :, s:s + window] for s in group]).to(device),
+            "frames": torch.stack([v[0] for v in visual]).to(device),
+            "positions": torch.stack([v[1] for v in visual]).to(device),
+            "mask": torch.stack([v[2] for v in visual]).to(device),
+        }
+        gens = [torch.Generator().manual_seed(seed * 1_000_003 + b + k) for k in range(len(group))]
+        chunks.append(sample_mels(model, sampler, kwargs, generator=gens).float().cpu())
+    x = overlap_add(torch.cat(chunks), starts, max(total, window), weights)  # (2, M, max(T, window))
+    return denormalize_mel(x[..., :total])
+
+
+def mel_dir_paths(out_dir: str, split: str, name: str) -> list[str]:
+    """``[left path, right path]`` of one clip in a mel directory."""
+    return [os.path.join(out_dir, ch, split, f"{name}.npy") for ch in CHANNEL_NAMES]
+
+
+def save_clip_mels(out_dir: str, split: str, name: str, mel: np.ndarray) -> None:
+    """Write (2, M, T) as left/right ``.npy`` (temp + rename, so a killed run leaves no half file)."""
+    for path, m in zip(mel_dir_paths(out_dir, split, name), mel):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}.npy"
+        np.save(tmp, np.ascontiguousarray(m, dtype=np.float32))
+        os.replace(tmp, path)
+
+
+def write_meta(out_dir: str, *, mel_cfg: MelConfig, split: str, names: list[str], **info) -> None:
+    """``meta.json``: what a reader needs to trust the mels (written last: its presence = complete)."""
+    meta = {"format_version": MEL_DIR_FORMAT_VERSION, "mel": mel_cfg.to_dict(), "split": split,
+            "num_clips": len(names), "git_commit": _git_commit(), **info}
+    atomic_write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", os.path.join(out_dir, "meta.json"))
+
+
+def read_meta(mel_dir: str, mel_cfg: MelConfig) -> dict:
+    """Read a mel dir's meta.json and refuse it if its mel parameters differ from ``mel_cfg``."""
+    from BigVGAN.meldataset import read_json
+
+    path = os.path.join(mel_dir, "meta.json")
+    meta = read_json(path)
+    if "mel" not in meta:
+        raise BadInputError(path, "no 'mel' parameters: not a DiffBinaural mel directory")
+    problem = mel_cfg.mismatch(meta["mel"])
+    if problem:
+        raise BadInputError(path, f"mel parameters differ from the vocoder config: {problem}")
+    return meta
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_inference(args, dataset_kind: str) -> None:
+    """What ``test_realBinaural.py`` / ``test_fairplay.py`` do: write the mel dir of ``--list_test``.
+
+    ``--mode test`` samples Stage 1 (EMA weights); ``--mode gt`` writes the ground-truth mels of the
+    same clips in the same layout (the vocoder's ceiling and the evaluation reference).
+    """
+    import logging
+
+    from tqdm import tqdm
+
+    from DiffBinaural.dataset import build_dataset
+    from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
+    from DiffBinaural.utils.arguments import run_dir
+
+    log = logging.getLogger("DiffBinaural")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    mel_cfg = MelConfig.from_json(args.mel_config)
+    info: dict = {"mode": args.mode, "dataset": dataset_kind, "list": os.path.abspath(args.list_test)}
+    model = None
+    if args.mode == "test":
+        model, cfg = load_stage1(run_dir(args), weights_unet=args.weights_unet, weights_frame=args.weights_frame,
+                                 map_location=device)
+        model.to(device)
+        problem = mel_cfg.mismatch(cfg["mel"])
+        if problem:
+            raise BadInputError(args.mel_config, f"differs from the checkpoint's mel parameters: {problem}")
+        for key in ("segment_frames", "num_frames", "max_sources", "img_size", "fps"):
+            setattr(args, key, cfg[key])  # the visual inputs must be built as in training
+        sampler = build_sampler(build_diffusion(cfg), args)
+        info.update(checkpoint=os.path.abspath(args.weights_unet or os.path.join(run_dir(args), "unet_best.pth")),
+                    sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance_scale,
+                    seed=args.seed, window=cfg["segment_frames"], window_hop=args.window_hop)
+    dataset = build_dataset(dataset_kind, args, list_path=args.list_test, split=args.split, whole_clip=True)
+    meta_path = os.path.join(args.output_dir, "meta.json")
+    if os.path.exists(meta_path):
+        os.remove(meta_path)  # the dir is incomplete until the new meta.json is written
+    names = []
+    for i in tqdm(range(len(dataset)), desc=f"{args.mode} mels", dynamic_ncols=True):
+        item = dataset[i]
+        if model is None:
+            mel = item["binaural_mel"]
+        else:
+            def visual_fn(start_frame, num_frames, i=i, item=item, hop=mel_cfg.hop_size):
+                return dataset.visual_inputs(i, item["start"] + start_frame * hop, num_frames * hop)
+
+            mel = generate_clip(model, sampler, mono_mel=item["mono_mel"], visual_fn=visual_fn,
+                                window=cfg["segment_frames"], hop=args.window_hop, batch_windows=args.window_batch,
+                                seed=args.seed + i, device=device)
+        save_clip_mels(args.output_dir, args.split, item["name"], mel.numpy())
+        names.append(item["name"])
+    write_meta(args.output_dir, mel_cfg=mel_cfg, split=args.split, names=names, **info)
+    log.info("wrote %d clip(s) to %s", len(names), args.output_dir)

@@ -1,0 +1,120 @@
+"""Stage 1 as one module: visual encoder + UNet, built from the run's config.json.
+
+The diffusion process (:class:`~DiffBinaural.diffusion_utils.GaussianDiffusion`) and the sampler
+(:class:`~DiffBinaural.diffusion_utils.Sampler`) are separate objects; this module only wires the
+conditioning: dataset batch → (normalised mono mel, visual tokens) → UNet keyword arguments.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from BigVGAN.checkpoint import safe_load
+from BigVGAN.meldataset import normalize_mel
+from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler
+from DiffBinaural.modules.unet import UNet, UNetConfig
+from DiffBinaural.modules.visual_encoder import VisualEncoder
+from DiffBinaural.utils.arguments import load_model_config
+
+
+class Stage1Model(nn.Module):
+    """Visual encoder + UNet. ``forward`` is what the diffusion loss calls (DDP wraps this module).
+
+    Shapes: ``x_t`` (B, 2, M, F) normalised noisy left/right mels; ``mono_mel`` (B, 1, M, F)
+    normalised; ``frames`` (B, L, N, 3, H, W) in [0, 1]; ``positions`` (B, L, N, 2); ``mask`` (B, L, N)
+    with True = invalid slot.
+    """
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__()
+        self.cfg = dict(cfg)
+        self.encoder = VisualEncoder(
+            backbone=cfg["arch_frame"], dim=cfg["context_dim"], pretrained=cfg["pretrained_frame"],
+            num_frames=cfg["num_frames"], image_size=cfg["img_size"],
+        )
+        self.unet = UNet(**unet_config(cfg).__dict__)
+
+    def encode(self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> dict:
+        """Visual tokens for the UNet: ``context`` (B, L·N, D) and ``context_mask`` (B, L·N)."""
+        context, context_mask = self.encoder(frames, positions, mask)
+        return {"context": context, "context_mask": context_mask}
+
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, *, mono_mel: torch.Tensor, frames: torch.Tensor,
+        positions: torch.Tensor, mask: torch.Tensor, drop_visual: torch.Tensor | None = None,
+        drop_mono: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.unet(x_t, t, mono_mel=mono_mel, drop_visual=drop_visual, drop_mono=drop_mono,
+                         **self.encode(frames, positions, mask))
+
+
+def unet_config(cfg: dict) -> UNetConfig:
+    return UNetConfig(
+        base_channels=cfg["unet_channels"], channel_mults=tuple(cfg["unet_mults"]),
+        num_res_blocks=cfg["num_res_blocks"], attn_levels=tuple(cfg["attn_levels"]),
+        num_heads=cfg["num_heads"], dropout=cfg["dropout"], context_dim=cfg["context_dim"],
+        groups=cfg["norm_groups"],
+    )
+
+
+def build_diffusion(cfg: dict) -> GaussianDiffusion:
+    return GaussianDiffusion(
+        num_train_timesteps=cfg["num_train_timesteps"], prediction_type=cfg["prediction_type"],
+        loss_type=cfg["loss"], p_drop_visual=cfg["p_drop_visual"], p_drop_mono=cfg["p_drop_mono"],
+    )
+
+
+def build_sampler(diffusion: GaussianDiffusion, args) -> Sampler:
+    """Sampler from the run options ``--sampler --steps --eta --guidance_scale``."""
+    return Sampler(diffusion=diffusion, kind=args.sampler, num_inference_steps=args.steps, eta=args.eta,
+                   guidance_scale=args.guidance_scale)
+
+
+def batch_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Dataset batch → (x0 (B, 2, M, F) normalised target, model kwargs for :class:`Stage1Model`)."""
+    x0 = normalize_mel(batch["binaural_mel"].to(device, non_blocking=True))
+    kwargs = {
+        "mono_mel": normalize_mel(batch["mono_mel"].to(device, non_blocking=True)),
+        "frames": batch["frames"].to(device, non_blocking=True),
+        "positions": batch["positions"].to(device, non_blocking=True),
+        "mask": batch["mask"].to(device, non_blocking=True),
+    }
+    return x0, kwargs
+
+
+@torch.no_grad()
+def sample_mels(
+    model: Stage1Model, sampler: Sampler, kwargs: dict, *, generator: torch.Generator | list | None = None,
+) -> torch.Tensor:
+    """DDIM/DPM-Solver++ samples (B, 2, M, F) in [-1, 1]; the visual tokens are computed once."""
+    unet_kwargs = {"mono_mel": kwargs["mono_mel"], **model.encode(kwargs["frames"], kwargs["positions"], kwargs["mask"])}
+    shape = (kwargs["mono_mel"].shape[0], 2, *kwargs["mono_mel"].shape[2:])
+    return sampler.sample(model.unet, shape, model_kwargs=unet_kwargs, generator=generator,
+                          device=kwargs["mono_mel"].device)
+
+
+def load_stage1(
+    run_dir: str, *, weights_unet: str | None = None, weights_frame: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[Stage1Model, dict]:
+    """Rebuild a trained model from ``{run_dir}/config.json`` and its (EMA) weights (``*_best.pth`` default)."""
+    cfg = load_model_config(os.path.join(run_dir, "config.json"))
+    model = Stage1Model(cfg)
+    for part, path, default in (("unet", weights_unet, "unet_best.pth"), ("encoder", weights_frame, "frame_best.pth")):
+        path = path or os.path.join(run_dir, default)
+        state = safe_load(path, map_location)
+        _load_strict(getattr(model, part), state, path)
+    return model.eval(), cfg
+
+
+def _load_strict(module: nn.Module, state: dict, path: str) -> None:
+    from BigVGAN.audio import BadInputError
+
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else "state_dict mismatch"
+        raise BadInputError(path, f"weights do not fit this model's config ({first[:200]})") from None

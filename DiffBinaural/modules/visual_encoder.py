@@ -1,0 +1,279 @@
+"""Visual encoder: per-frame source crops + box centres -> a set of visual tokens for cross-attention.
+
+One token per (frame l, source slot n)::
+
+    token = Linear(backbone(crop))                      what the source looks like
+          + Linear(Fourier(cx, cy))                     where it is in the image
+          + frame_embedding[l]                          when (learned, l = 0..L-1)
+    token = token + MLP(LayerNorm(token))               lets appearance and position interact
+
+The original encoders pooled everything into ONE vector per clip (and masked the wrong slots, see
+``reference/seed_spec.md`` A.2); keeping a token set lets the UNet's cross-attention pick sources per
+time-frequency position. Padded slots (mask True) are not run through the backbone and their tokens
+are zeroed; the UNet excludes them from attention.
+
+Backbones:
+
+* ``cnn``: a small conv net trained from scratch (stride-2 conv + GroupNorm + SiLU, global average
+  pool). The offline default; ImageNet normalisation.
+* ``resnet18``: transformers ``ResNetModel`` (trainable by default); pretrained e.g.
+  ``"microsoft/resnet-18"`` or a local folder; ImageNet normalisation.
+* ``clip``: transformers ``CLIPVisionModel`` pooled output (frozen by default); pretrained e.g.
+  ``"openai/clip-vit-base-patch32"`` or a local folder; CLIP's own normalisation constants (the
+  original fed CLIP ImageNet-normalised pixels; fixed deliberately).
+
+``pretrained=None`` builds a randomly initialised backbone (from ``backbone_config`` or the default
+architecture) so that nothing downloads in tests. :meth:`VisualEncoder.checkpoint_config` returns
+constructor arguments that rebuild the same architecture offline; the weights then come from the
+state dict.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import group_norm
+
+BACKBONES = ("cnn", "resnet18", "clip")
+# Recommended hub ids (pass them as ``pretrained``; a local folder made by save_pretrained works too).
+DEFAULT_PRETRAINED = {"resnet18": "microsoft/resnet-18", "clip": "openai/clip-vit-base-patch32"}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+# ResNet-18 layout for a random init without a download (matches microsoft/resnet-18).
+_RESNET18 = dict(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic")
+
+
+class SmallCNN(nn.Module):
+    """From-scratch image encoder: (N, 3, H, W) -> (N, channels[-1]).
+
+    Each stage halves the resolution (stride-2 3×3 conv, GroupNorm, SiLU); a global average pool
+    makes it size-agnostic.
+    """
+
+    def __init__(self, *, channels: tuple[int, ...] = (32, 64, 128, 256), groups: int = 8) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), group_norm(c, groups), nn.SiLU()]
+            c_in = c
+        self.net = nn.Sequential(*layers)
+        self.out_dim = c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).mean(dim=(2, 3))
+
+
+def fourier_features(xy: torch.Tensor, num_freqs: int) -> torch.Tensor:
+    """Fixed multi-frequency sin/cos encoding of coordinates in [0, 1] (NeRF-style; Tancik et al. 2020).
+
+    Frequencies π·2^k, k = 0..num_freqs−1, so the coarsest one spans the image once and the finest
+    resolves about 2^−num_freqs of its width.
+
+    Args:
+        xy: (..., 2) box centres (cx, cy) in [0, 1].
+    Returns:
+        (..., 4·num_freqs): [sin(cx·ω), cos(cx·ω), sin(cy·ω), cos(cy·ω)].
+    """
+    freqs = math.pi * 2.0 ** torch.arange(num_freqs, device=xy.device, dtype=torch.float32)
+    args = xy.float()[..., None] * freqs  # (..., 2, num_freqs)
+    return torch.cat([args.sin(), args.cos()], dim=-1).flatten(-2)
+
+
+class VisualEncoder(nn.Module):
+    """Frames, box centres and a slot mask -> visual tokens (B, L·N, dim) and their mask.
+
+    Args (keyword-only):
+        backbone: "cnn" | "resnet18" | "clip".
+        dim: token size (= the UNet's ``context_dim``).
+        pretrained: hub id or local folder for transformers' ``from_pretrained`` (resnet18 / clip only);
+            None = random init from ``backbone_config`` or the default architecture.
+        freeze_backbone: None = True for clip, False otherwise. A frozen backbone has
+            ``requires_grad=False``, runs under no_grad and stays in eval mode when the parent is train().
+        num_frames: maximum L (size of the learned frame embedding).
+        image_size: crops are resized (bilinear, antialiased) to this size; None = no resize for
+            cnn/resnet18 and the backbone's ``config.image_size`` for clip.
+        backbone_config: kwargs for ``ResNetConfig`` / ``CLIPVisionConfig`` (or ``{"channels": [...],
+            "groups": g}`` for cnn), to build tiny random backbones in tests.
+        num_pos_freqs: frequencies per axis of the box-centre encoding.
+        dropout: dropout in the token MLP.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "cnn",
+        dim: int = 256,
+        pretrained: str | None = None,
+        freeze_backbone: bool | None = None,
+        num_frames: int = 5,
+        image_size: int | None = None,
+        backbone_config: dict | None = None,
+        num_pos_freqs: int = 8,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose from {BACKBONES}")
+        if pretrained is not None and backbone_config is not None:
+            raise ValueError(
+                "give either pretrained (weights + config) or backbone_config (random init), not both"
+            )
+        self.backbone_name = backbone
+        self.freeze_backbone = (backbone == "clip") if freeze_backbone is None else freeze_backbone
+        self.num_frames, self.num_pos_freqs, self.dim = num_frames, num_pos_freqs, dim
+        self._init_args = dict(
+            backbone=backbone,
+            dim=dim,
+            num_frames=num_frames,
+            image_size=image_size,
+            num_pos_freqs=num_pos_freqs,
+            dropout=dropout,
+            freeze_backbone=self.freeze_backbone,
+        )
+
+        self.backbone, feat_dim, default_size = self._build_backbone(backbone, pretrained, backbone_config)
+        self.image_size = image_size if image_size is not None else default_size
+        mean, std = (CLIP_MEAN, CLIP_STD) if backbone == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        if self.freeze_backbone:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+        self.feat_proj = nn.Linear(feat_dim, dim)
+        self.pos_proj = nn.Linear(4 * num_pos_freqs, dim)
+        self.frame_embed = nn.Embedding(num_frames, dim)
+        nn.init.normal_(self.frame_embed.weight, std=0.02)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, 4 * dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(4 * dim, dim),
+        )
+        self.out_norm = nn.LayerNorm(dim)
+
+    @staticmethod
+    def _build_backbone(
+        backbone: str, pretrained: str | None, backbone_config: dict | None
+    ) -> tuple[nn.Module, int, int | None]:
+        """Return (module, feature size, native image size or None)."""
+        if backbone == "cnn":
+            if pretrained is not None:
+                raise ValueError("the cnn backbone is trained from scratch; pretrained must be None")
+            cfg = dict(backbone_config or {})
+            net = SmallCNN(channels=tuple(cfg.pop("channels", (32, 64, 128, 256))), **cfg)
+            return net, net.out_dim, None
+        # Imported lazily: transformers is heavy and the cnn path does not need it.
+        if backbone == "resnet18":
+            from transformers import ResNetConfig, ResNetModel
+
+            if pretrained is not None:
+                net = ResNetModel.from_pretrained(pretrained)
+            else:
+                net = ResNetModel(
+                    ResNetConfig(**(backbone_config if backbone_config is not None else _RESNET18))
+                )
+            return net, net.config.hidden_sizes[-1], None
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        if pretrained is not None:
+            net = CLIPVisionModel.from_pretrained(pretrained)
+        else:
+            net = CLIPVisionModel(CLIPVisionConfig(**(backbone_config or {})))
+        size = net.config.image_size
+        return net, net.config.hidden_size, int(size if isinstance(size, int) else size[0])
+
+    def checkpoint_config(self) -> dict:
+        """Constructor kwargs that rebuild this architecture offline (``pretrained=None``, the backbone's
+        config spelled out); ``load_state_dict`` then restores the weights."""
+        cfg = dict(self._init_args)
+        if self.backbone_name == "cnn":
+            convs = [m for m in self.backbone.modules() if isinstance(m, nn.Conv2d)]
+            norm = next(m for m in self.backbone.modules() if isinstance(m, nn.GroupNorm))
+            cfg["backbone_config"] = {"channels": [c.out_channels for c in convs], "groups": norm.num_groups}
+        else:
+            cfg["backbone_config"] = self.backbone.config.to_diff_dict()
+        return cfg
+
+    def train(self, mode: bool = True) -> VisualEncoder:
+        """Like nn.Module.train, but a frozen backbone stays in eval mode (BatchNorm stats, dropout)."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, feat_dim) backbone features (normalisation and resize inside)."""
+        if self.image_size is not None and crops.shape[-2:] != (self.image_size, self.image_size):
+            crops = F.interpolate(
+                crops,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+        x = (crops - self.pixel_mean) / self.pixel_std
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            if self.backbone_name == "cnn":
+                return self.backbone(x)
+            if self.backbone_name == "resnet18":
+                return self.backbone(pixel_values=x).pooler_output.flatten(1)
+            native = self.backbone.config.image_size
+            return self.backbone(pixel_values=x, interpolate_pos_encoding=x.shape[-1] != native).pooler_output
+
+    def forward(
+        self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode the source crops of L frames.
+
+        Args:
+            frames: (B, L, N, 3, H, W) float crops in [0, 1] (normalisation happens here).
+            positions: (B, L, N, 2) box centres (cx, cy) in [0, 1]; NaN is treated as 0.
+            mask: (B, L, N) bool, **True = invalid / padded** slot.
+        Returns:
+            tokens (B, L·N, dim) (zero at padded slots) and token_mask (B, L·N) bool, True = invalid.
+        """
+        b, n_frames, n_src = mask.shape
+        if frames.shape[:3] != mask.shape or frames.shape[3] != 3:
+            raise ValueError(
+                f"frames must be (B, L, N, 3, H, W) matching mask {tuple(mask.shape)}, "
+                f"got {tuple(frames.shape)}"
+            )
+        if positions.shape != (b, n_frames, n_src, 2):
+            raise ValueError(f"positions must be {(b, n_frames, n_src, 2)}, got {tuple(positions.shape)}")
+        if n_frames > self.num_frames:
+            raise ValueError(
+                f"got L={n_frames} frames but the encoder was built for num_frames={self.num_frames}"
+            )
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be bool (True = invalid), got {mask.dtype}")
+
+        flat_mask = mask.reshape(-1)  # (B·L·N,)
+        valid = (~flat_mask).nonzero(as_tuple=True)[0]
+        feats = self.feat_proj.weight.new_zeros(flat_mask.numel(), self.dim)
+        if valid.numel() > 0:  # (nonzero() is a host-device sync point; cheap next to the backbone)
+            # Only valid crops go through the backbone: saves compute and keeps padding out of BatchNorm.
+            crops = frames.reshape(-1, *frames.shape[3:])[valid]  # (n_valid, 3, H, W)
+            feats = feats.index_copy(0, valid, self.feat_proj(self.encode_crops(crops).to(feats.dtype)))
+        elif self.training and torch.is_grad_enabled():
+            # No valid crop in this batch: still touch every trainable parameter (with weight 0) so that
+            # DDP, which expects a gradient for each parameter on every rank, does not stall or raise.
+            dummy = frames.new_zeros(1, *frames.shape[3:])
+            feats = feats + 0.0 * self.feat_proj(self.encode_crops(dummy).to(feats.dtype)).sum()
+        feats = feats.view(b, n_frames, n_src, self.dim)
+
+        pos = self.pos_proj(fourier_features(torch.nan_to_num(positions, nan=0.0), self.num_pos_freqs))
+        frame_ids = torch.arange(n_frames, device=mask.device)
+        tokens = feats + pos + self.frame_embed(frame_ids)[None, :, None, :]  # (B, L, N, dim)
+        tokens = self.out_norm(tokens + self.mlp(tokens))
+        tokens = tokens.masked_fill(mask[..., None], 0.0)
+        return tokens.reshape(b, n_frames * n_src, self.dim), mask.reshape(b, n_frames * n_src)
+
+
+__all__ = ["BACKBONES", "DEFAULT_PRETRAINED", "SmallCNN", "VisualEncoder", "fourier_features"]

@@ -1,0 +1,13 @@
+"""Write Stage 1 mels (or, with --mode gt, ground-truth mels) of FAIR-Play clips (--list_test: an official split .h5) to a mel directory."""
+
+from BigVGAN.audio import cli_main
+from DiffBinaural.inference import run_inference
+from DiffBinaural.utils.arguments import test_parser
+
+
+def main() -> None:
+    run_inference(test_parser(__doc__).parse_args(), dataset_kind="fairplay")
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,13 @@
+"""Train Stage 1 on FAIR-Play (official h5 splits as --list_train/--list_val) (layout: DESIGN.md). All logic: DiffBinaural.trainer."""
+
+from BigVGAN.audio import cli_main
+from DiffBinaural.trainer import run
+from DiffBinaural.utils.arguments import train_parser
+
+
+def main() -> None:
+    run(train_parser(__doc__).parse_args(), dataset_kind="fairplay")
+
+
+if __name__ == "__main__":
+    cli_main(main)

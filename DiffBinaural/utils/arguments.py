@@ -1,0 +1,153 @@
+"""Command-line flags of the Stage 1 scripts, and the run config saved beside every checkpoint.
+
+Flags fall in two groups (aesthetics §3 B.7): the *model config* (network sizes, encoder, diffusion,
+mel and crop shapes) is written to ``{ckpt}/{id}/config.json`` and rebuilds the model at test time;
+*run options* (paths, workers, logging, epochs) are not part of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from BigVGAN.audio import BadInputError
+from BigVGAN.meldataset import DEFAULT_CONFIG, read_json
+from DiffBinaural.dataset.layout import FPS
+
+# Keys of config.json: everything needed to rebuild the networks and the diffusion process.
+MODEL_KEYS = (
+    "mel_config", "mel", "segment_frames", "num_frames", "max_sources", "img_size", "fps",
+    "arch_frame", "pretrained_frame", "context_dim",
+    "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
+    "num_train_timesteps", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
+)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--id", default="realBinaural", help="run name: outputs go to {ckpt}/{id}/")
+    g.add_argument("--data_root", required=True, help="dataset root (RealBinaural or FAIR-Play layout)")
+    g.add_argument("--ckpt", default="./checkpoints", help="folder holding the run folders")
+    g.add_argument("--num_gpus", type=int, default=1, help="local workers to start (ignored under torchrun)")
+    g.add_argument("--batch_size_per_gpu", type=int, default=8)
+    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--skip_bad", action=argparse.BooleanOptionalAction, default=False,
+                   help="skip broken clips (counted in one line) instead of stopping")
+
+    g = p.add_argument_group("data (saved in config.json)")
+    g.add_argument("--mel_config", default=DEFAULT_CONFIG, help="vocoder JSON config: the mel parameters")
+    g.add_argument("--segment_frames", type=int, default=80, help="training crop in mel frames (x256 samples)")
+    g.add_argument("--num_frames", type=int, default=5, help="video frames per crop (L)")
+    g.add_argument("--max_sources", type=int, default=4, help="source slots per frame (N)")
+    g.add_argument("--img_size", type=int, default=224, help="side of each source crop")
+    g.add_argument("--fps", type=float, default=FPS, help="frame rate of the extracted frames")
+
+    g = p.add_argument_group("visual encoder (saved in config.json)")
+    g.add_argument("--arch_frame", choices=("cnn", "resnet18", "clip"), default="cnn")
+    g.add_argument("--pretrained_frame", default=None,
+                   help="hub id or local folder of the resnet18/clip weights (none: random init)")
+    g.add_argument("--context_dim", type=int, default=256, help="visual token width")
+
+    g = p.add_argument_group("UNet (saved in config.json)")
+    g.add_argument("--unet_channels", type=int, default=64)
+    g.add_argument("--unet_mults", type=int, nargs="+", default=[1, 2, 4])
+    g.add_argument("--num_res_blocks", type=int, default=2)
+    g.add_argument("--attn_levels", type=int, nargs="*", default=[1, 2])
+    g.add_argument("--num_heads", type=int, default=4)
+    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--norm_groups", type=int, default=32)
+
+    g = p.add_argument_group("diffusion (saved in config.json)")
+    g.add_argument("--num_train_timesteps", type=int, default=1000)
+    g.add_argument("--prediction_type", choices=("epsilon", "v_prediction"), default="epsilon")
+    g.add_argument("--loss", choices=("l1", "l2"), default="l1")
+    g.add_argument("--p_drop_visual", type=float, default=0.1, help="condition dropout for guidance")
+    g.add_argument("--p_drop_mono", type=float, default=0.1)
+
+    g = p.add_argument_group("sampling")
+    g.add_argument("--sampler", choices=("ddim", "dpmsolver++"), default="ddim")
+    g.add_argument("--steps", type=int, default=25, help="sampling steps")
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    g.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance on the video")
+
+
+def train_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    _common(p)
+    g = p.add_argument_group("training")
+    g.add_argument("--list_train", required=True, help="train split: CSV (RealBinaural) or .h5 (FAIR-Play)")
+    g.add_argument("--list_val", required=True, help="val split: CSV (RealBinaural) or .h5 (FAIR-Play)")
+    g.add_argument("--num_epoch", type=int, default=100)
+    g.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
+    g.add_argument("--lr_unet", type=float, default=1e-4)
+    g.add_argument("--lr_frame", type=float, default=1e-4)
+    g.add_argument("--weight_decay", type=float, default=0.01)
+    g.add_argument("--warmup_steps", type=int, default=0, help="linear LR warm-up")
+    g.add_argument("--decay_factor", type=float, default=0.94, help="LR x this every --learning_rate_decrease_itr epochs")
+    g.add_argument("--learning_rate_decrease_itr", type=int, default=50)
+    g.add_argument("--grad_clip", type=float, default=1.0)
+    g.add_argument("--grad_accum", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast on CUDA")
+    g.add_argument("--ema_decay", type=float, default=0.999)
+    g.add_argument("--eval_epoch", type=int, default=1, help="validate every K epochs")
+    g.add_argument("--num_val", type=int, default=-1, help="validation clips to sample (-1: all)")
+    g.add_argument("--num_vis", type=int, default=4, help="validation clips drawn to TensorBoard")
+    g.add_argument("--disp_iter", type=int, default=10, help="log every K steps")
+    g.add_argument("--dup_trainset", type=int, default=1, help="repeat the train list K times per epoch")
+    g.add_argument("--flip_aug", action=argparse.BooleanOptionalAction, default=False,
+                   help="mirror images and swap L/R together")
+    g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
+                   help="continue from {ckpt}/{id}/state_latest.pth")
+    g.add_argument("--max_nonfinite", type=int, default=10,
+                   help="stop after this many consecutive non-finite losses/gradients")
+    return p
+
+
+def test_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    _common(p)
+    g = p.add_argument_group("inference")
+    g.add_argument("--mode", choices=("test", "gt"), default="test",
+                   help="test: generate mels; gt: write the ground-truth mels of the same clips")
+    g.add_argument("--list_test", required=True, help="clips: CSV (RealBinaural) or .h5 (FAIR-Play)")
+    g.add_argument("--split", default="test", help="split name used in the output layout")
+    g.add_argument("--weights_unet", default=None, help="UNet weights (default: {ckpt}/{id}/unet_best.pth)")
+    g.add_argument("--weights_frame", default=None, help="visual encoder weights (default: {ckpt}/{id}/frame_best.pth)")
+    g.add_argument("--output_dir", required=True, help="mel directory to write (left/ right/ meta.json)")
+    g.add_argument("--window_hop", type=int, default=40, help="frames between sliding windows")
+    g.add_argument("--window_batch", type=int, default=8, help="windows sampled together")
+    g.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    return p
+
+
+def model_config(args: argparse.Namespace) -> dict:
+    """The part of the flags that defines the model, with the mel parameters resolved."""
+    from BigVGAN.meldataset import MelConfig
+
+    cfg = {k: getattr(args, k) for k in MODEL_KEYS if k != "mel"}
+    cfg["mel"] = MelConfig.from_json(args.mel_config).to_dict()
+    return cfg
+
+
+def load_model_config(path: str) -> dict:
+    """Read a saved config.json; unknown or missing keys stop with one line naming the file."""
+    cfg = read_json(path)
+    unknown = sorted(set(cfg) - set(MODEL_KEYS))
+    missing = sorted(set(MODEL_KEYS) - set(cfg))
+    if unknown:
+        raise BadInputError(path, f"unknown config key(s): {', '.join(unknown)}")
+    if missing:
+        raise BadInputError(path, f"missing config key(s): {', '.join(missing)}")
+    return cfg
+
+
+def save_model_config(cfg: dict, path: str) -> None:
+    from BigVGAN.checkpoint import atomic_write_text
+
+    atomic_write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", path)
+
+
+def run_dir(args: argparse.Namespace) -> str:
+    return os.path.join(args.ckpt, args.id)

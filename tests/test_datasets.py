@@ -1,0 +1,372 @@
+"""Stage 1 datasets on tiny hand-made RealBinaural and FAIR-Play trees with known content."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from BigVGAN.audio import BadInputError
+from BigVGAN.meldataset import MelConfig, mel_spectrogram
+from DiffBinaural.dataset import layout
+from DiffBinaural.dataset.fairplay import FairPlayDataset
+from DiffBinaural.dataset.real_binaural import RealBinauralDataset
+
+CFG = MelConfig()
+SR, HOP = CFG.sampling_rate, CFG.hop_size
+W, H = 80, 60  # frame size in pixels
+P = 16  # image_size of the source crops
+SEG = 8  # mel frames per crop → 2048 samples
+L, N = 5, 4
+RED_BOX = (10, 10, 30, 40)  # score 0.9: slot 0
+GREEN_BOX = (50, 20, 70, 50)  # score 0.5: slot 1
+
+
+def tone(freq: float, n: int, sr: int = SR, amp: float = 0.5) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(n) / sr)).astype(np.float32)
+
+
+def write_frames(folder: str, count: int, *, boxes: bool) -> None:
+    """Frame i has grey level 10 * i (so a test can tell frames apart), red/green boxes if asked."""
+    os.makedirs(folder, exist_ok=True)
+    for i in range(1, count + 1):
+        img = np.full((H, W, 3), 10 * i, np.uint8)
+        if boxes:
+            x1, y1, x2, y2 = RED_BOX
+            img[y1:y2, x1:x2] = (255, 0, 0)
+            x1, y1, x2, y2 = GREEN_BOX
+            img[y1:y2, x1:x2] = (0, 255, 0)
+        # no chroma subsampling, so colours stay clean up to the box border
+        Image.fromarray(img).save(layout.frame_path(folder, i), quality=95, subsampling=0)
+
+
+def write_csv(path: str, header: str, rows: list[str]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join([header, *rows]) + "\n")
+
+
+@pytest.fixture
+def rb_root(tmp_path) -> str:
+    """Clip "a": L = 440 Hz, R = silence, own mono file (1000 Hz), red+green boxes in every frame
+    except frame 6. Clip "b": L = noise, R = 660 Hz, no mono file, no detections. Both 1 s, 10 frames."""
+    root = str(tmp_path / "rb")
+    n = SR
+    rng = np.random.default_rng(0)
+    audio = {
+        "a": np.stack([tone(440, n), np.zeros(n, np.float32)]),
+        "b": np.stack([(0.3 * rng.standard_normal(n)).astype(np.float32), tone(660, n)]),
+    }
+    for name, wav in audio.items():
+        paths = layout.rb_paths(root, name)
+        os.makedirs(os.path.dirname(paths["binaural"]), exist_ok=True)
+        sf.write(paths["binaural"], wav.T, SR, subtype="FLOAT")
+        write_frames(paths["frames"], 10, boxes=name == "a")
+    mono = layout.rb_paths(root, "a")["mono"]
+    os.makedirs(os.path.dirname(mono), exist_ok=True)
+    sf.write(mono, tone(1000, n), SR, subtype="FLOAT")
+    rows = []
+    for f in range(1, 11):
+        if f != 6:  # green first in the file: order must come from the score
+            rows += [f"a,{f},{','.join(map(str, GREEN_BOX))},0.5", f"a,{f},{','.join(map(str, RED_BOX))},0.9"]
+    write_csv(os.path.join(root, layout.RB_DETECTIONS), ",".join(layout.DETECTION_COLUMNS), rows)
+    for split in layout.SPLITS:
+        write_csv(layout.rb_split_csv(root, split), "name", ["a", "b"])
+    return root
+
+
+def rb(root: str, split: str = "train", **kw) -> RealBinauralDataset:
+    kw = {"segment_frames": SEG, "num_frames": L, "max_sources": N, "image_size": P, **kw}
+    return RealBinauralDataset(data_root=root, list_csv=layout.rb_split_csv(root, split), split=split, mel_cfg=CFG, **kw)
+
+
+def file_audio(path: str) -> np.ndarray:
+    data, _ = sf.read(path, dtype="float32", always_2d=True)
+    return data.T
+
+
+# ---- shapes and content --------------------------------------------------------------------------
+@pytest.mark.parametrize("split,seg", [("train", SEG), ("val", SEG), ("test", None)])
+def test_item_shapes(rb_root, split, seg):
+    item = rb(rb_root, split, segment_frames=seg)[0]
+    frames = seg or SR // HOP
+    assert item["name"] == "a" and item["start"] % HOP == 0
+    assert item["mono_mel"].shape == (1, CFG.num_mels, frames) and item["mono_mel"].dtype == torch.float32
+    assert item["binaural_mel"].shape == (2, CFG.num_mels, frames)
+    assert item["mono_audio"].shape == (frames * HOP,) and item["mono_audio"].dtype == torch.float32
+    assert item["binaural_audio"].shape == (2, frames * HOP)
+    assert item["frames"].shape == (L, N, 3, P, P) and item["frames"].dtype == torch.float32
+    assert 0 <= item["frames"].min() and item["frames"].max() <= 1
+    assert item["positions"].shape == (L, N, 2) and item["positions"].dtype == torch.float32
+    assert item["mask"].shape == (L, N) and item["mask"].dtype == torch.bool
+
+
+def test_audio_and_mels_are_the_exact_crop(rb_root):
+    ds = rb(rb_root, "train")
+    for index, name in enumerate(ds.names):
+        item = ds[index]
+        s, e = item["start"], item["start"] + SEG * HOP
+        paths = layout.rb_paths(rb_root, name)
+        binaural = torch.from_numpy(file_audio(paths["binaural"])[:, s:e])
+        mono = torch.from_numpy(file_audio(paths["mono"])[0, s:e]) if name == "a" else 0.5 * binaural.sum(0)
+        torch.testing.assert_close(item["binaural_audio"], binaural, rtol=0, atol=0)
+        torch.testing.assert_close(item["mono_audio"], mono, rtol=0, atol=1e-7)
+        torch.testing.assert_close(item["binaural_mel"], mel_spectrogram(binaural, CFG), rtol=0, atol=1e-5)
+        torch.testing.assert_close(item["mono_mel"][0], mel_spectrogram(mono, CFG), rtol=0, atol=1e-5)
+    # channel 0 is the file's channel 0: clip a has the tone on the left, silence on the right
+    mel = ds[0]["binaural_mel"]
+    assert mel[0].mean() > mel[1].mean() + 3
+    assert torch.all(mel[1] < -11)  # silence sits at ln(1e-5)
+
+
+def test_whole_clip_mel_frames_align_with_crops(rb_root):
+    whole = rb(rb_root, "test", segment_frames=None)[1]
+    crop = rb(rb_root, "val")[1]
+    k0 = crop["start"] // HOP
+    assert whole["start"] == 0 and whole["mono_audio"].shape[0] == (SR // HOP) * HOP
+    # interior frames (away from the crop's reflect padding) coincide
+    torch.testing.assert_close(crop["binaural_mel"][..., 2:-2], whole["binaural_mel"][..., k0 + 2 : k0 + SEG - 2])
+
+
+def test_boxes_become_crops_positions_and_mask(rb_root):
+    ds = rb(rb_root, "test", segment_frames=None)
+    assert ds.frame_indices(0, 0, (SR // HOP) * HOP) == [2, 4, 6, 8, 10]
+    item = ds[0]
+    frames, pos, mask = item["frames"], item["positions"], item["mask"]
+    for k in (0, 1, 3, 4):  # frames 2, 4, 8, 10 have detections: red (best score) then green
+        assert mask[k].tolist() == [False, False, True, True]
+        torch.testing.assert_close(frames[k, 0].mean((1, 2)), torch.tensor([1.0, 0, 0]), atol=0.06, rtol=0)
+        torch.testing.assert_close(frames[k, 1].mean((1, 2)), torch.tensor([0, 1.0, 0]), atol=0.06, rtol=0)
+        (x1, y1, x2, y2), (u1, v1, u2, v2) = RED_BOX, GREEN_BOX
+        expected = [[(x1 + x2) / 2 / W, (y1 + y2) / 2 / H], [(u1 + u2) / 2 / W, (v1 + v2) / 2 / H], [0, 0], [0, 0]]
+        torch.testing.assert_close(pos[k], torch.tensor(expected))
+        assert torch.all(frames[k, 2:] == 0)
+    # frame 6 has no rows: the whole frame (grey 60 plus both boxes) in slot 0 at the centre
+    assert mask[2].tolist() == [False, True, True, True]
+    torch.testing.assert_close(pos[2], torch.tensor([[0.5, 0.5], [0, 0], [0, 0], [0, 0]]))
+    assert torch.all(frames[2, 1:] == 0)
+    corner = frames[2, 0, :, :2, :2].mean((1, 2))  # top-left corner is background of frame 6
+    torch.testing.assert_close(corner, torch.full((3,), 60 / 255), atol=0.03, rtol=0)
+
+
+def test_more_boxes_than_slots_keeps_the_best(rb_root):
+    item = rb(rb_root, "test", segment_frames=None, max_sources=1)[0]
+    assert item["frames"].shape == (L, 1, 3, P, P) and not item["mask"].any()
+    torch.testing.assert_close(item["frames"][0, 0].mean((1, 2)), torch.tensor([1.0, 0, 0]), atol=0.06, rtol=0)
+
+
+def test_no_detections_uses_whole_frame(rb_root):
+    ds = rb(rb_root, "test", segment_frames=None)
+    item = ds[1]  # clip b: no detection rows at all
+    assert item["mask"][:, 0].tolist() == [False] * L and torch.all(item["mask"][:, 1:])
+    assert torch.all(item["positions"][:, 0] == 0.5) and torch.all(item["positions"][:, 1:] == 0)
+    grey = item["frames"][:, 0].mean((1, 2, 3))  # frames 2, 4, 6, 8, 10 → grey 20, 40, ..., 100
+    torch.testing.assert_close(grey, torch.tensor([20.0, 40, 60, 80, 100]) / 255, atol=0.01, rtol=0)
+
+
+# ---- crops ---------------------------------------------------------------------------------------
+def test_train_crops_are_seeded_per_item_and_epoch(rb_root):
+    ds = rb(rb_root, "train", seed=7)
+    starts = {}
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            starts[epoch, i] = ds[i]["start"]
+    assert len({starts[e, 0] for e in range(6)}) > 1 and len({starts[e, 1] for e in range(6)}) > 1
+    assert any(starts[e, 0] != starts[e, 1] for e in range(6))
+    # same (seed, epoch, index) → same crop, whatever the global RNGs and another instance
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    other = rb(rb_root, "train", seed=7)
+    other.set_epoch(3)
+    assert other[1]["start"] == starts[3, 1]
+    torch.manual_seed(456)
+    assert other[1]["start"] == starts[3, 1]
+    assert [rb(rb_root, "train", seed=8)[i]["start"] for i in range(2)] != [starts[0, 0], starts[0, 1]]
+
+
+def test_val_crop_is_centred_and_fixed(rb_root):
+    ds = rb(rb_root, "val")
+    free_hops = (SR - SEG * HOP) // HOP
+    assert ds[0]["start"] == HOP * (free_hops // 2)
+    ds.set_epoch(5)
+    torch.testing.assert_close(ds[0]["binaural_mel"], rb(rb_root, "val")[0]["binaural_mel"], rtol=0, atol=0)
+
+
+def test_flip_swaps_ears_and_mirrors_picture(rb_root):
+    plain = rb(rb_root, "train")
+    flipped = rb(rb_root, "train", flip=True)
+    seen = set()
+    for epoch in range(10):
+        plain.set_epoch(epoch)
+        flipped.set_epoch(epoch)
+        a, b = plain[0], flipped[0]
+        assert a["start"] == b["start"]
+        torch.testing.assert_close(a["mono_audio"], b["mono_audio"])
+        is_flipped = not torch.equal(a["binaural_audio"], b["binaural_audio"])
+        seen.add(is_flipped)
+        if not is_flipped:
+            continue
+        torch.testing.assert_close(b["binaural_audio"], a["binaural_audio"].flip(0))
+        torch.testing.assert_close(b["binaural_mel"], a["binaural_mel"].flip(0))
+        assert b["binaural_mel"][1].mean() > b["binaural_mel"][0].mean() + 3  # the tone is now on the right
+        torch.testing.assert_close(b["frames"], a["frames"].flip(-1))
+        assert torch.equal(b["mask"], a["mask"])
+        valid = ~a["mask"]
+        torch.testing.assert_close(b["positions"][..., 0][valid], 1 - a["positions"][..., 0][valid])
+        torch.testing.assert_close(b["positions"][..., 1], a["positions"][..., 1])
+        assert torch.all(b["positions"][a["mask"]] == 0)
+    assert seen == {True, False}
+    val = rb(rb_root, "val", flip=True)[0]  # never flips outside train
+    assert val["binaural_mel"][0].mean() > val["binaural_mel"][1].mean()
+
+
+def test_path_like_names_and_dataloader(rb_root, tmp_path):
+    csv = str(tmp_path / "paths.csv")
+    write_csv(csv, "name,other", ["/somewhere/else/a.wav,1", "b,2"])
+    ds = RealBinauralDataset(data_root=rb_root, list_csv=csv, split="train", mel_cfg=CFG,
+                             segment_frames=SEG, image_size=P)
+    assert ds.names == ["a", "b"]
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0)))
+    assert batch["name"] == ["a", "b"]
+    assert batch["frames"].shape == (2, 5, 4, 3, P, P) and batch["mask"].shape == (2, 5, 4)
+    assert batch["binaural_mel"].shape == (2, 2, CFG.num_mels, SEG) and batch["start"].shape == (2,)
+
+
+# ---- FAIR-Play -----------------------------------------------------------------------------------
+@pytest.fixture
+def fp_root(tmp_path) -> str:
+    """Three 1 s clips at 16000, 44100 and 22050 Hz: left 1000 Hz, right 3000 Hz; 10 frames each."""
+    root = str(tmp_path / "fp")
+    for clip_id, sr in (("000001", 16000), ("000002", 44100), ("000003", SR)):
+        paths = layout.fp_paths(root, clip_id)
+        os.makedirs(os.path.dirname(paths["binaural"]), exist_ok=True)
+        sf.write(paths["binaural"], np.stack([tone(1000, sr, sr), tone(3000, sr, sr)]).T, sr, subtype="FLOAT")
+        write_frames(paths["frames"], 10, boxes=False)
+    for split in layout.SPLITS:
+        path = layout.fp_split_h5(root, split, 1)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with h5py.File(path, "w") as f:  # absolute paths from the authors' machine
+            f.create_dataset("audio", data=np.array([f"/home/author/FAIR-Play/binaural_audios/{i}.wav".encode()
+                                                     for i in ("000001", "000002", "000003")]))
+    return root
+
+
+def fp(root: str, split: str = "train", **kw) -> FairPlayDataset:
+    kw = {"segment_frames": SEG, "num_frames": L, "max_sources": N, "image_size": P, **kw}
+    return FairPlayDataset(data_root=root, split_h5=layout.fp_split_h5(root, split, 1), split=split, mel_cfg=CFG, **kw)
+
+
+def peak_hz(x: torch.Tensor) -> float:
+    spectrum = np.abs(np.fft.rfft(x.numpy() * np.hanning(len(x))))
+    return float(np.argmax(spectrum) * SR / len(x))
+
+
+def test_fairplay_resolves_basenames_and_resamples(fp_root):
+    ds = fp(fp_root, "test", segment_frames=None, cache_audio=True)
+    assert ds.names == ["000001", "000002", "000003"]
+    assert [c.num_samples for c in ds.clips] == [SR, SR, SR]  # 1 s at any rate → 22050 samples
+    for i in range(3):
+        item = ds[i]
+        assert item["binaural_audio"].shape == (2, (SR // HOP) * HOP)
+        assert abs(peak_hz(item["binaural_audio"][0]) - 1000) < 5
+        assert abs(peak_hz(item["binaural_audio"][1]) - 3000) < 5
+        torch.testing.assert_close(item["mono_audio"], item["binaural_audio"].mean(0))
+        assert item["mask"][:, 0].tolist() == [False] * L and torch.all(item["mask"][:, 1:])
+        assert torch.all(item["positions"][:, 0] == 0.5)
+        torch.testing.assert_close(ds[i]["binaural_audio"], item["binaural_audio"])  # cached copy
+    crops = fp(fp_root, "train")
+    assert crops[0]["binaural_mel"].shape == (2, CFG.num_mels, SEG)
+    s = crops[2]["start"]  # the 22050 Hz file is read segment-wise
+    expected = torch.from_numpy(file_audio(layout.fp_paths(fp_root, "000003")["binaural"])[:, s : s + SEG * HOP])
+    torch.testing.assert_close(crops[2]["binaural_audio"], expected, rtol=0, atol=0)
+
+
+def test_fairplay_bad_h5(fp_root, tmp_path):
+    path = str(tmp_path / "bad.h5")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("video", data=np.array([b"x"]))
+    with pytest.raises(BadInputError, match="no 'audio' dataset") as err:
+        FairPlayDataset(data_root=fp_root, split_h5=path, split="train", mel_cfg=CFG)
+    assert path in str(err.value)
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+def _wav(root):
+    return layout.rb_paths(root, "b")["binaural"]
+
+
+def _append_detection(root, row):
+    with open(os.path.join(root, layout.RB_DETECTIONS), "a") as f:
+        f.write(row + "\n")
+
+
+def _clear_frames(root):
+    folder = layout.rb_paths(root, "b")["frames"]
+    for f in os.listdir(folder):
+        os.remove(os.path.join(folder, f))
+
+
+BAD_CASES = {  # case: (break clip "b", file named in the message, kind counted by skip_bad)
+    "missing": (lambda r: os.remove(_wav(r)), _wav, "missing file"),
+    "unreadable": (lambda r: open(_wav(r), "wb").write(b"not a wav at all"), _wav, "unreadable file"),
+    "empty": (lambda r: sf.write(_wav(r), np.zeros((0, 2), np.float32), SR), _wav, "empty audio"),
+    "channels": (lambda r: sf.write(_wav(r), tone(440, SR), SR), _wav, "wrong channel count"),
+    "rate": (lambda r: sf.write(_wav(r), np.zeros((16000, 2), np.float32), 16000), _wav, "wrong sample rate"),
+    "short": (lambda r: sf.write(_wav(r), np.zeros((SEG * HOP - 1, 2), np.float32), SR), _wav, "too short"),
+    "no_frames": (_clear_frames, lambda r: layout.rb_paths(r, "b")["frames"], "no frames"),
+    "box_outside": (lambda r: _append_detection(r, f"b,3,10,10,{W + 5},50,0.9"),
+                    lambda r: os.path.join(r, layout.RB_DETECTIONS), "bad detection"),
+    "box_empty": (lambda r: _append_detection(r, "b,3,30,10,20,50,0.9"),
+                  lambda r: os.path.join(r, layout.RB_DETECTIONS), "bad detection"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_raises_one_line_or_is_skipped(rb_root, case, caplog):
+    breaker, culprit, kind = BAD_CASES[case]
+    breaker(rb_root)
+    with pytest.raises(BadInputError) as err:
+        rb(rb_root, "train")
+    message = str(err.value)
+    assert culprit(rb_root) in message and "\n" not in message
+    with caplog.at_level(logging.WARNING):
+        ds = rb(rb_root, "train", skip_bad=True)
+    assert ds.names == ["a"] and ds.skipped == {kind: 1}
+    summary = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(summary) == 1 and "RealBinauralDataset(train): skipped 1 of 2 clips" in summary[0]
+
+
+def test_skip_summary_counts_and_empty_split(rb_root):
+    names = ["a", "b", "c", "d"]  # c, d: no files at all; b: too short
+    write_csv(layout.rb_split_csv(rb_root, "train"), "name", names)
+    BAD_CASES["short"][0](rb_root)
+    ds = rb(rb_root, "train", skip_bad=True)
+    assert ds.names == ["a"] and ds.skipped == {"missing file": 2, "too short": 1}
+    write_csv(layout.rb_split_csv(rb_root, "train"), "name", ["c", "d"])
+    with pytest.raises(BadInputError, match="no usable clips"):
+        rb(rb_root, "train", skip_bad=True)
+
+
+def test_csv_without_name_column(rb_root):
+    path = layout.rb_split_csv(rb_root, "val")
+    write_csv(path, "clip", ["a"])
+    with pytest.raises(BadInputError, match="no 'name' column") as err:
+        rb(rb_root, "val", skip_bad=True)  # a broken list is never skipped
+    assert path in str(err.value)
+
+
+def test_mono_length_mismatch(rb_root):
+    mono = layout.rb_paths(rb_root, "a")["mono"]
+    sf.write(mono, tone(1000, SR // 2), SR)
+    with pytest.raises(BadInputError, match="mono has") as err:
+        rb(rb_root, "val")
+    assert mono in str(err.value)

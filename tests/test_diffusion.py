@@ -1,0 +1,353 @@
+"""Diffusion process, samplers (golden tests with oracle / dummy networks), EMA and overlap-add."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler, bucket_losses
+from DiffBinaural.utils.ema import EMA
+from DiffBinaural.utils.overlap_add import (
+    crossfade_weights,
+    extract_windows,
+    overlap_add,
+    pad_frames,
+    window_starts,
+)
+
+B, M, F = 3, 8, 12
+
+
+def _cosine_alpha_bar(T: int = 1000, s: float = 0.008) -> torch.Tensor:
+    """ᾱ_t (t = 0…T-1) from the closed form, diffusers' index t = continuous time (t + 1)/T."""
+    f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    return torch.tensor([f((t + 1) / T) / f(0) for t in range(T)], dtype=torch.float64)
+
+
+def _x0(seed: int = 0, b: int = B) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 2, M, F, generator=g) * 1.6 - 0.8  # inside [-1, 1]: clipping is a no-op
+
+
+class OracleModel(nn.Module):
+    """Returns the exact ε (or v) of a known x0 under the given schedule, whatever x_t is."""
+
+    def __init__(self, x0: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"):
+        super().__init__()
+        self.x0, self.ac, self.pred = x0, alphas_cumprod, prediction_type
+
+    def forward(self, x_t, t, **kwargs):
+        a = self.ac[t].view(-1, 1, 1, 1).to(x_t.dtype)
+        eps = (x_t - a.sqrt() * self.x0) / (1 - a).sqrt()
+        return eps if self.pred == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * self.x0
+
+
+class RecordingModel(nn.Module):
+    """ε̂ = scale · tanh(x_t) + bias(drop_visual); records every call's kwargs."""
+
+    def __init__(self, cond_bias: float = 0.3, uncond_bias: float = -0.2):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.5))
+        self.cond_bias, self.uncond_bias = cond_bias, uncond_bias
+        self.calls: list[dict] = []
+
+    def forward(self, x_t, t, *, mono_mel, context, context_mask, drop_visual=None, drop_mono=None):
+        self.calls.append({"batch": x_t.shape[0], "t": t, "drop_visual": drop_visual, "drop_mono": drop_mono})
+        bias = torch.full((x_t.shape[0],), self.cond_bias)
+        if drop_visual is not None:
+            bias = torch.where(drop_visual, torch.tensor(self.uncond_bias), bias)
+        return self.scale * torch.tanh(x_t + mono_mel) + bias.view(-1, 1, 1, 1) + 0 * context.sum()
+
+
+def _kwargs(b: int = B) -> dict:
+    g = torch.Generator().manual_seed(1)
+    return {
+        "mono_mel": torch.rand(b, 1, M, F, generator=g),
+        "context": torch.randn(b, 4, 6, generator=g),
+        "context_mask": torch.zeros(b, 4, dtype=torch.bool),
+    }
+
+
+# ----------------------------------------------------------------------------- schedule / forward process
+def test_cosine_schedule_matches_closed_form():
+    ac = GaussianDiffusion().alphas_cumprod
+    ref = _cosine_alpha_bar()
+    assert ac.shape == (1000,)
+    assert torch.allclose(ac[:999], ref[:999], rtol=1e-4, atol=1e-9)  # β cap only binds at t = 999
+    assert (ac[1:] < ac[:-1]).all()
+    assert 1e-10 < ac[-1] < 1e-8 and ac[0] > 0.9999
+    assert not torch.allclose(GaussianDiffusion(schedule="linear").alphas_cumprod, ac, atol=1e-2)
+
+
+def test_add_noise_is_ddpm_eq4_and_v_target():
+    d = GaussianDiffusion(prediction_type="v_prediction")
+    x0, noise = _x0(), torch.randn(B, 2, M, F)
+    t = torch.tensor([0, 500, 999])
+    a = _cosine_alpha_bar()[t].clamp(min=d.alphas_cumprod[-1]).view(-1, 1, 1, 1).float()
+    x_t = d.q_sample(x0, noise, t)
+    assert torch.allclose(x_t, a.sqrt() * x0 + (1 - a).sqrt() * noise, atol=1e-5)
+    v = d.target(x0, noise, t)
+    assert torch.allclose(v, a.sqrt() * noise - (1 - a).sqrt() * x0, atol=1e-5)
+    assert torch.allclose(d.predict_x0(x_t, t, v), x0, atol=1e-3)  # x0 = √ᾱ x_t - √(1-ᾱ) v
+    assert torch.equal(GaussianDiffusion().target(x0, noise, t), noise)
+
+
+def test_training_losses_finite_with_grad_and_buckets():
+    d, model = GaussianDiffusion(), RecordingModel()
+    out = d.training_losses(model, _x0(), model_kwargs=_kwargs(), generator=torch.Generator().manual_seed(0))
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert out["loss_per_sample"].shape == (B,) and out["t"].shape == (B,) and out["t"].dtype == torch.long
+    assert torch.allclose(out["loss"], out["loss_per_sample"].mean())
+    out["loss"].backward()
+    assert model.scale.grad is not None and model.scale.grad.abs() > 0
+    buckets = d.bucket_losses(out["t"], out["loss_per_sample"])
+    assert list(buckets) == ["loss_q0", "loss_q1", "loss_q2", "loss_q3"]
+    assert sum(c for _, c in buckets.values()) == B
+    assert torch.allclose(sum(s for s, _ in buckets.values()), out["loss_per_sample"].sum())
+    q = bucket_losses(torch.tensor([0, 249, 250, 999]), torch.ones(4), num_train_timesteps=1000)
+    assert [int(c) for _, c in q.values()] == [2, 1, 0, 1]
+
+
+def test_training_losses_seeded_and_l2():
+    d, x0, kw = GaussianDiffusion(loss_type="l2"), _x0(), _kwargs()
+    a = d.training_losses(RecordingModel(), x0, model_kwargs=kw, generator=torch.Generator().manual_seed(3))
+    b = d.training_losses(RecordingModel(), x0, model_kwargs=kw, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a["loss"], b["loss"]) and torch.equal(a["t"], b["t"])
+
+
+def test_drop_masks_rates_independent_and_passed_to_model():
+    n = 40000
+    d, model = GaussianDiffusion(p_drop_visual=0.1, p_drop_mono=0.1), RecordingModel()
+    x0 = torch.zeros(n, 2, 1, 1)
+    kw = {"mono_mel": torch.zeros(n, 1, 1, 1), "context": torch.zeros(n, 1, 2), "context_mask": None}
+    out = d.training_losses(model, x0, model_kwargs=kw, generator=torch.Generator().manual_seed(0))
+    dv, dm = out["drop_visual"], out["drop_mono"]
+    assert dv.dtype == torch.bool and dv.shape == (n,)
+    assert abs(dv.float().mean() - 0.1) < 0.01 and abs(dm.float().mean() - 0.1) < 0.01
+    assert abs((dv & dm).float().mean() - 0.01) < 0.003  # independent: P(both) = 0.1 · 0.1
+    assert torch.equal(model.calls[-1]["drop_visual"], dv) and torch.equal(model.calls[-1]["drop_mono"], dm)
+    none = GaussianDiffusion(p_drop_visual=0.0, p_drop_mono=0.0).training_losses(model, x0, model_kwargs=kw)
+    assert not none["drop_visual"].any() and not none["drop_mono"].any()
+
+
+# ----------------------------------------------------------------------------- samplers
+def test_ddim_timesteps_match_original_grid():
+    ts = Sampler(diffusion=GaussianDiffusion(), num_inference_steps=25).timesteps
+    assert ts.tolist() == list(range(999, 0, -40))  # the original's 999, 959, …, 39 (then x̂0 at "-1")
+    assert ts[0] == 999 and ts[-1] == 39 and (ts[1:] < ts[:-1]).all()
+    assert Sampler(diffusion=GaussianDiffusion(), kind="dpmsolver++").timesteps.tolist() == ts.tolist()
+
+
+@pytest.mark.parametrize("kind", ["ddim", "dpmsolver++"])
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+def test_oracle_model_recovers_x0(kind, pred):
+    d, x0 = GaussianDiffusion(prediction_type=pred), _x0()
+    oracle = OracleModel(x0, d.alphas_cumprod.float(), pred)
+    out = Sampler(diffusion=d, kind=kind).sample(
+        oracle, x0.shape, model_kwargs={}, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.allclose(out, x0, atol=1e-4)
+
+
+def test_oracle_fails_under_wrong_schedule_or_prediction_type():
+    x0, g = _x0(), lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    lin = GaussianDiffusion(schedule="linear")
+    wrong_sched = OracleModel(x0, lin.alphas_cumprod.float())
+    out = Sampler(diffusion=GaussianDiffusion()).sample(wrong_sched, x0.shape, model_kwargs={}, generator=g())
+    assert (out - x0).abs().max() > 0.05
+    eps_oracle = OracleModel(x0, GaussianDiffusion().alphas_cumprod.float())
+    v_sampler = Sampler(diffusion=GaussianDiffusion(prediction_type="v_prediction"))
+    # The last steps (ᾱ ≈ 1) are self-correcting, so the error is small, but 10x the 1e-4 tolerance above.
+    assert (v_sampler.sample(eps_oracle, x0.shape, model_kwargs={}, generator=g()) - x0).abs().max() > 1e-3
+
+
+def _reference_ddim(model, x, alphas_cumprod, kwargs, steps=25):
+    """The original's DDIM loop (seed_spec A.4), η = 0, written independently of diffusers."""
+    ac = alphas_cumprod.float()
+    times = torch.linspace(-1, 999, steps + 1).long().flip(0).tolist()
+    for tau, tau_next in zip(times[:-1], times[1:]):
+        eps = model(x, torch.full((x.shape[0],), tau, dtype=torch.long), **kwargs)
+        x0_hat = ((x - (1 - ac[tau]).sqrt() * eps) / ac[tau].sqrt()).clamp(-1, 1)
+        if tau_next < 0:
+            return x0_hat
+        x = ac[tau_next].sqrt() * x0_hat + (1 - ac[tau_next]).sqrt() * eps
+    raise AssertionError("unreachable")
+
+
+def test_ddim_matches_original_loop_with_dummy_model():
+    d, kw = GaussianDiffusion(), _kwargs()
+    model = RecordingModel()
+    out = Sampler(diffusion=d).sample(
+        model, (B, 2, M, F), model_kwargs=kw, generator=torch.Generator().manual_seed(7)
+    )
+    assert len(model.calls) == 25 and [int(c["t"][0]) for c in model.calls] == list(range(999, 0, -40))
+    x_T = torch.randn((B, 2, M, F), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ref = _reference_ddim(model, x_T, d.alphas_cumprod, kw)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert out.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["ddim", "dpmsolver++"])
+def test_seeding(kind):
+    s, model, kw, shape = (
+        Sampler(diffusion=GaussianDiffusion(), kind=kind, num_inference_steps=10),
+        RecordingModel(),
+        _kwargs(),
+        (B, 2, M, F),
+    )
+    a = s.sample(model, shape, model_kwargs=kw, generator=torch.Generator().manual_seed(1))
+    b = s.sample(model, shape, model_kwargs=kw, generator=torch.Generator().manual_seed(1))
+    c = s.sample(model, shape, model_kwargs=kw, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert a.min() >= -1 and a.max() <= 1
+    per_sample = [torch.Generator().manual_seed(i) for i in range(B)]  # one generator per window
+    assert s.sample(model, shape, model_kwargs=kw, generator=per_sample).shape == shape
+
+
+def test_ddim_eta_is_stochastic_but_seeded():
+    s, model, kw = (
+        Sampler(diffusion=GaussianDiffusion(), eta=1.0, num_inference_steps=10),
+        RecordingModel(),
+        _kwargs(),
+    )
+    a = s.sample(model, (B, 2, M, F), model_kwargs=kw, generator=torch.Generator().manual_seed(1))
+    b = s.sample(model, (B, 2, M, F), model_kwargs=kw, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_guidance_formula_and_single_pass():
+    d, kw, x, t = GaussianDiffusion(), _kwargs(), torch.randn(B, 2, M, F), torch.full((B,), 500)
+    model = RecordingModel(cond_bias=0.3, uncond_bias=-0.2)
+    one = Sampler(diffusion=d, guidance_scale=1.0).model_output(model, x, t, kw)
+    assert model.calls[-1]["batch"] == B and model.calls[-1]["drop_visual"] is None
+    assert torch.allclose(one, model(x, t, **kw))
+    s = 3.0
+    guided = Sampler(diffusion=d, guidance_scale=s).model_output(model, x, t, kw)
+    call = model.calls[-1]
+    assert call["batch"] == 2 * B and call["drop_visual"].tolist() == [False] * B + [True] * B
+    cond, uncond = model(x, t, **kw), model(x, t, **kw, drop_visual=torch.ones(B, dtype=torch.bool))
+    assert torch.allclose(guided, uncond + s * (cond - uncond), atol=1e-6)
+
+    class Combined(nn.Module):  # what a guided sampler should effectively integrate
+        def forward(self, x_t, t_, **k):
+            c = model(x_t, t_, **k)
+            u = model(x_t, t_, **k, drop_visual=torch.ones(x_t.shape[0], dtype=torch.bool))
+            return u + s * (c - u)
+
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    full = Sampler(diffusion=d, guidance_scale=s).sample(model, x.shape, model_kwargs=kw, generator=g())
+    ref = Sampler(diffusion=d).sample(Combined(), x.shape, model_kwargs=kw, generator=g())
+    assert torch.allclose(full, ref, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- EMA
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+
+
+def test_ema_math_buffers_and_state_round_trip():
+    torch.manual_seed(0)
+    model, decay = _net(), 0.9
+    ema = EMA(model, decay=decay, ramp=False)
+    assert all(not p.requires_grad for p in ema.module.parameters()) and not ema.module.training
+    old = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.train()(torch.randn(8, 4))  # changes BatchNorm running stats
+    ema.update(model)
+    new = model.state_dict()
+    for name, _ in model.named_parameters():
+        assert torch.allclose(
+            ema.module.state_dict()[name], decay * old[name] + (1 - decay) * new[name], atol=1e-6
+        )
+    for name, _ in model.named_buffers():
+        assert torch.equal(ema.module.state_dict()[name], new[name])
+    assert ema.num_updates == 1
+
+    other = EMA(_net(), decay=decay, ramp=False)
+    other.load_state_dict(ema.state_dict())
+    assert other.num_updates == 1
+    for k, v in ema.module.state_dict().items():
+        assert torch.equal(other.module.state_dict()[k], v)
+
+
+def test_ema_warmup_copies_and_unwraps_wrappers(tmp_path):
+    model = _net()
+    ema = EMA(nn.DataParallel(model), decay=0.99, warmup_steps=1)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(nn.DataParallel(model))  # warm-up: plain copy
+    assert torch.equal(ema.module[0].weight, model[0].weight)
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(model)
+        ema2 = EMA(ddp, decay=0.5, ramp=False)
+        with torch.no_grad():
+            model[0].weight.add_(2.0)
+        ema2.update(ddp)
+        assert torch.allclose(ema2.module[0].weight, model[0].weight - 1.0)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ema_ramp_follows_num_updates_rule():
+    model = _net()
+    ema = EMA(model, decay=0.999)
+    decays = []
+    for _ in range(3):
+        decays.append(ema.current_decay())
+        ema.update(model)
+    assert decays == pytest.approx([1 / 10, 2 / 11, 3 / 12])
+    ema.num_updates = 100_000
+    assert ema.current_decay() == 0.999  # capped at the configured decay
+
+
+# ----------------------------------------------------------------------------- overlap-add
+@pytest.mark.parametrize("total", [1, 37, 80, 81, 157, 1003])
+def test_overlap_add_reconstructs_exactly(total):
+    window, hop = 80, 20
+    starts = window_starts(total, window, hop)
+    assert starts[0] == 0 and starts[-1] + window >= total and starts == sorted(set(starts))
+    assert all(b - a <= hop for a, b in zip(starts, starts[1:]))
+    if total >= window:
+        assert starts[-1] + window == total  # flush with the end
+    w = crossfade_weights(window, 20)
+    assert (w > 0).all() and w.max() == 1.0
+    signal = torch.randn(2, 5, total)
+    padded = pad_frames(signal, window)
+    assert padded.shape[-1] == max(total, window) and torch.equal(padded[..., :total], signal)
+    chunks = extract_windows(padded, starts, window)
+    assert chunks.shape == (len(starts), 2, 5, window)
+    assert torch.equal(overlap_add(chunks, starts, total, w), signal)
+    const = torch.full_like(chunks, 0.3712)
+    assert torch.equal(overlap_add(const, starts, total, w), torch.full_like(signal, 0.3712))
+    lin = crossfade_weights(window, 40, shape="linear")
+    assert torch.equal(overlap_add(chunks, starts, total, lin), signal)
+
+
+def test_overlap_add_blends_and_rejects_gaps():
+    window, starts = 8, [0, 4]
+    chunks = torch.stack([torch.zeros(1, 1, window), torch.ones(1, 1, window)])
+    out = overlap_add(chunks, starts, 12, crossfade_weights(window, 4))[0, 0]
+    assert out[:4].eq(0).all() and out[8:].eq(1).all()
+    assert (out[4:8].diff() > 0).all() and (0 < out[4:8]).all() and (out[4:8] < 1).all()  # smooth cross-fade
+    with pytest.raises(ValueError):
+        overlap_add(chunks, [0, 10], 18, torch.ones(window))  # frames 8-9 uncovered
+    with pytest.raises(ValueError):
+        window_starts(100, 80, 90)
+
+
+def test_pad_frames_modes():
+    x = torch.arange(5.0).view(1, 5)
+    assert pad_frames(x, 8).tolist() == [[0, 1, 2, 3, 4, 4, 4, 4]]
+    assert pad_frames(x, 8, "reflect").tolist() == [[0, 1, 2, 3, 4, 3, 2, 1]]
+    assert pad_frames(x, 3) is x
+    with pytest.raises(ValueError):
+        pad_frames(x, 20, "reflect")
