@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from BigVGAN.meldataset import MelConfig
-
 DATASET_KINDS = ("realbinaural", "fairplay")
 
 
@@ -13,6 +11,8 @@ def build_dataset(kind: str, args, *, list_path: str, split: str, whole_clip: bo
     ``list_path`` is a split CSV for RealBinaural and a split ``.h5`` for FAIR-Play.
     ``whole_clip`` returns whole clips (inference) instead of ``--segment_frames`` crops.
     """
+    from BigVGAN.meldataset import MelConfig  # lazy: the synthetic generator's workers skip torch
+
     common = dict(
         split=split, mel_cfg=MelConfig.from_json(args.mel_config),
         segment_frames=None if whole_clip else args.segment_frames, num_frames=args.num_frames,
