@@ -126,6 +126,23 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def check_replicas_in_sync(model: torch.nn.Module, *, step: int) -> None:
+    """Raise if the ranks' weights differ (DDP keeps them equal; a divergence is a bug, not noise).
+
+    Compares a cheap fingerprint (sum and sum of squares of every parameter) across ranks.
+    """
+    if not dist.is_initialized() or get_world_size() == 1:
+        return
+    with torch.no_grad():
+        params = [p.detach().double() for p in model.parameters()]
+        fp = torch.stack([torch.stack([p.sum(), (p * p).sum()]) for p in params]).flatten()
+    lo, hi = fp.clone(), fp.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        raise RuntimeError(f"DDP replicas diverged at step {step}: weights differ between ranks")
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The bare module inside DDP (what is saved and what EMA tracks)."""
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

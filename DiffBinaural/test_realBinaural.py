@@ -2,11 +2,11 @@
 
 from BigVGAN.audio import cli_main
 from DiffBinaural.inference import run_inference
-from DiffBinaural.utils.arguments import test_parser
+from DiffBinaural.utils.arguments import inference_parser
 
 
 def main() -> None:
-    run_inference(test_parser(__doc__).parse_args(), dataset_kind="realbinaural")
+    run_inference(inference_parser(__doc__).parse_args(), dataset_kind="realbinaural")
 
 
 if __name__ == "__main__":

@@ -70,8 +70,21 @@ def setup_logging(rank: int, log_file: str | None = None) -> None:
 
 
 def _rng_state(gen: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].copy(), "diffusion": gen.get_state(),
+    """Every RNG the loop draws from, as tensors and numbers (loadable with weights_only=True)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "diffusion": gen.get_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(r: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(r["torch"].cpu())
+    gen.set_state(r["diffusion"].cpu())
+    n = r["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if r["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in r["cuda"]])
 
 
 class Stage1Trainer:
@@ -107,8 +120,11 @@ class Stage1Trainer:
             train_list = torch.utils.data.ConcatDataset([self.train_set] * args.dup_trainset)
         self.sampler = ResumableSampler(train_list, num_replicas=self.world, rank=self.rank, shuffle=True,
                                         seed=args.seed, drop_last=True)
+        # The loader's own generator: creating an epoch's iterator must not consume the global RNG,
+        # or a run resumed mid-epoch would see different dropout draws than an uninterrupted one.
         self.loader = DataLoader(train_list, batch_size=args.batch_size_per_gpu, sampler=self.sampler,
-                                 num_workers=args.workers, drop_last=True, pin_memory=device.type == "cuda")
+                                 num_workers=args.workers, drop_last=True, pin_memory=device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(args.seed))
         self.micro_per_epoch = len(self.sampler) // args.batch_size_per_gpu
         self.steps_per_epoch = max(1, self.micro_per_epoch // args.grad_accum)
         if self.micro_per_epoch == 0:
@@ -247,6 +263,8 @@ class Stage1Trainer:
                 if a.max_steps > 0 and self.step >= a.max_steps:
                     done = True
                     break
+                if scalars is not None and a.save_every > 0 and self.step % a.save_every == 0:
+                    self.save_state()
             bar.close()
             if not done or self.batch_in_epoch >= self.micro_per_epoch:
                 self.epoch += 1
@@ -277,6 +295,8 @@ class Stage1Trainer:
         return metrics
 
     def save_state(self) -> None:
+        """Write state_latest.pth (rank 0, atomic) after checking that the DDP replicas agree."""
+        du.check_replicas_in_sync(self.model, step=self.step)
         rng = _rng_state(self.gen)
         rngs = [None] * self.world
         if self.world > 1:
@@ -305,14 +325,7 @@ class Stage1Trainer:
         self.epoch, self.step, self.batch_in_epoch = s["epoch"], s["step"], s["batch_in_epoch"]
         self.best, self.nonfinite = s["best"], s["nonfinite"]
         if s["world_size"] == self.world:
-            r = s["rng"][self.rank]
-            torch.set_rng_state(r["torch"].cpu())
-            np.random.seed(None)
-            state = np.random.get_state()
-            np.random.set_state((state[0], np.asarray(r["numpy"], dtype=np.uint32), 624, 0, 0.0))
-            self.gen.set_state(r["diffusion"].cpu())
-            if r["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all([t.cpu() for t in r["cuda"]])
+            _set_rng_state(s["rng"][self.rank], self.gen)
         else:
             log.warning("resuming on %d ranks from a %d-rank run: RNG streams restart", self.world, s["world_size"])
         log.info("resumed from %s: epoch %d, step %d, batch %d", self.state_path, self.epoch, self.step,

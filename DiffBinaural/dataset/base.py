@@ -358,12 +358,16 @@ class ClipDataset(torch.utils.data.Dataset):
         start, length = self.crop_span(index, generator)
         # the coin is drawn after the crop, so flip=True and flip=False give the same crops
         flip = self.flip and generator is not None and bool(torch.rand((), generator=generator) < 0.5)
-        mono, binaural = self.load_audio(index, start, start + length)
+        # A whole clip's mel is the mel of the whole file (its last frame sees the samples past the
+        # last full hop, exactly as the vocoder's mel of that wav); the audio is then cut to F * hop.
+        stop = clip.num_samples if self.segment_samples is None else start + length
+        mono, binaural = self.load_audio(index, start, stop)
         if flip:
             binaural = binaural[[RIGHT, LEFT]]
         wav = torch.from_numpy(np.concatenate([mono[None], binaural]))  # (3, S): one mel call
         with torch.no_grad():
             mel = mel_spectrogram(wav, self.mel_cfg)  # (3, n_mels, F)
+        wav = wav[:, :length]
         frames, positions, mask = self.visual_inputs(index, start, length, flip=flip)
         return {
             "name": clip.name,

@@ -98,6 +98,8 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--dup_trainset", type=int, default=1, help="repeat the train list K times per epoch")
     g.add_argument("--flip_aug", action=argparse.BooleanOptionalAction, default=False,
                    help="mirror images and swap L/R together")
+    g.add_argument("--save_every", type=int, default=0,
+                   help="also write state_latest.pth every K optimizer steps (0: at epoch ends only)")
     g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                    help="continue from {ckpt}/{id}/state_latest.pth")
     g.add_argument("--max_nonfinite", type=int, default=10,
@@ -105,7 +107,7 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def test_parser(description: str) -> argparse.ArgumentParser:
+def inference_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     _common(p)
     g = p.add_argument_group("inference")

@@ -46,7 +46,8 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
 
     model.eval()
     shard = DistributedSampler(dataset, num_replicas=du.get_world_size(), rank=du.get_rank(), shuffle=False)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0,
+                        generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
     sums = torch.zeros(2 * len(KEYS) + 1, dtype=torch.float64, device=device)
     vis: list[dict] = []
     for i, batch in enumerate(loader):
