@@ -183,7 +183,7 @@ class Stage1Trainer:
         totals: dict[str, float] = {"loss": 0.0}
         buckets: dict[str, list[float]] = {}
         for i, batch in enumerate(micro_batches):
-            x0, kwargs = batch_inputs(batch, self.device)
+            x0, kwargs = batch_inputs(batch, self.device, target=self.cfg["target"])
             sync = i == len(micro_batches) - 1 or self.world == 1
             ctx = self.ddp.no_sync() if not sync else _nullcontext()
             with ctx, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,

@@ -125,3 +125,18 @@ def test_test_script_writes_full_length_mels(data, tmp_path):
     meta = json.loads((tmp_path / "pred" / "meta.json").read_text())
     assert meta["mel"] == cfg.to_dict() and meta["sampler"] == "ddim" and meta["steps"] == 3
     assert meta["num_clips"] == len(names) and meta["format_version"] == 1
+
+
+@pytest.mark.parametrize("target", ["binaural", "residual"])
+def test_diffusion_target_round_trip(target):
+    from DiffBinaural.model import from_target, to_target
+
+    g = torch.Generator().manual_seed(0)
+    binaural = torch.rand(2, 2, 8, 12, generator=g) * 2 - 1
+    mono = binaural.mean(dim=1, keepdim=True)
+    x0 = to_target(binaural, mono, target)
+    torch.testing.assert_close(from_target(x0, mono, target), binaural)
+    if target == "residual":
+        # the mono-copy prediction is x0 = 0, and left/right keep their order
+        torch.testing.assert_close(from_target(torch.zeros_like(x0), mono, target), mono.expand_as(binaural))
+        assert torch.equal(to_target(binaural.flip(1), mono, target), x0.flip(1))

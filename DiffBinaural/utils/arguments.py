@@ -20,7 +20,7 @@ MODEL_KEYS = (
     "mel_config", "mel", "segment_frames", "num_frames", "max_sources", "img_size", "fps",
     "arch_frame", "pretrained_frame", "context_dim",
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
-    "num_train_timesteps", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
+    "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
 )
 
 
@@ -61,6 +61,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("diffusion (saved in config.json)")
     g.add_argument("--num_train_timesteps", type=int, default=1000)
+    g.add_argument("--target", choices=("binaural", "residual"), default="binaural",
+                   help="diffusion variable: the normalised L/R mels, or their difference from the mono mel")
     g.add_argument("--prediction_type", choices=("epsilon", "v_prediction"), default="epsilon")
     g.add_argument("--loss", choices=("l1", "l2"), default="l1")
     g.add_argument("--p_drop_visual", type=float, default=0.1, help="condition dropout for guidance")

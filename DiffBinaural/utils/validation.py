@@ -51,7 +51,7 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
     sums = torch.zeros(2 * len(KEYS) + 1, dtype=torch.float64, device=device)
     vis: list[dict] = []
     for i, batch in enumerate(loader):
-        _, kwargs = batch_inputs(batch, device)
+        _, kwargs = batch_inputs(batch, device, target=model.cfg["target"])
         # one fixed generator per batch position: the same clips get the same noise every validation
         gen = torch.Generator().manual_seed(seed * 7919 + du.get_rank() * 100_003 + i)
         pred = denormalize_mel(sample_mels(model, sampler, kwargs, generator=gen))
