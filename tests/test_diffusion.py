@@ -40,6 +40,8 @@ class OracleModel(nn.Module):
     def forward(self, x_t, t, **kwargs):
         a = self.ac[t].view(-1, 1, 1, 1).to(x_t.dtype)
         eps = (x_t - a.sqrt() * self.x0) / (1 - a).sqrt()
+        if self.pred == "sample":
+            return self.x0.expand_as(x_t)
         return eps if self.pred == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * self.x0
 
 
@@ -140,7 +142,7 @@ def test_ddim_timesteps_match_original_grid():
 
 
 @pytest.mark.parametrize("kind", ["ddim", "dpmsolver++"])
-@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction", "sample"])
 def test_oracle_model_recovers_x0(kind, pred):
     d, x0 = GaussianDiffusion(prediction_type=pred), _x0()
     oracle = OracleModel(x0, d.alphas_cumprod.float(), pred)

@@ -65,13 +65,18 @@ def bucket_losses(
     return out
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # diffusers' names
+
+
 class GaussianDiffusion:
     """DDPM forward process and training loss over diffusers' :class:`DDPMScheduler`.
 
     Args:
         num_train_timesteps: T, number of training timesteps (the original used 1000).
         schedule: ``"cosine"`` (Nichol & Dhariwal 2021, the original's) or ``"linear"`` (DDPM β 1e-4…0.02).
-        prediction_type: what the network predicts, ``"epsilon"`` (ε, the original's) or ``"v_prediction"``.
+        prediction_type: what the network predicts, ``"epsilon"`` (ε, the original's), ``"v_prediction"``
+            or ``"sample"`` (x_0 itself; robust for short trainings, whose ε errors would be amplified by
+            1/√ᾱ_t into noisy samples).
         loss_type: ``"l1"`` (the original's) or ``"l2"``; mean over (2, M, F) per sample, then over the batch.
         p_drop_visual: per-sample probability of dropping the visual condition during training.
         p_drop_mono: per-sample probability of dropping the mono condition, drawn independently.
@@ -82,15 +87,15 @@ class GaussianDiffusion:
         *,
         num_train_timesteps: int = 1000,
         schedule: Literal["cosine", "linear"] = "cosine",
-        prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
+        prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon",
         loss_type: Literal["l1", "l2"] = "l1",
         p_drop_visual: float = 0.1,
         p_drop_mono: float = 0.1,
     ) -> None:
         if schedule not in _SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(_SCHEDULES)}, got {schedule!r}")
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if loss_type not in ("l1", "l2"):
             raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
         for name, p in (("p_drop_visual", p_drop_visual), ("p_drop_mono", p_drop_mono)):
@@ -134,11 +139,15 @@ class GaussianDiffusion:
         return self.scheduler.get_velocity(x0, noise, t.to(x0.device))
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The regression target of the network for ``prediction_type``: ε or v, shape of ``x0``."""
+        """The regression target of the network for ``prediction_type``: ε, v or x_0, shape of ``x0``."""
+        if self.prediction_type == "sample":
+            return x0
         return noise if self.prediction_type == "epsilon" else self.velocity(x0, noise, t)
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
         """x̂_0 from a network output (unclipped): ε: (x_t - √(1-ᾱ)ε̂)/√ᾱ (DDIM eq. 9); v: √ᾱ x_t - √(1-ᾱ) v̂."""
+        if self.prediction_type == "sample":
+            return model_output
         sa, s1a = self._coef(t, x_t)
         if self.prediction_type == "epsilon":
             return (x_t - s1a * model_output) / sa

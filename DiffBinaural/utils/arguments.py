@@ -63,7 +63,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num_train_timesteps", type=int, default=1000)
     g.add_argument("--target", choices=("binaural", "residual"), default="binaural",
                    help="diffusion variable: the normalised L/R mels, or their difference from the mono mel")
-    g.add_argument("--prediction_type", choices=("epsilon", "v_prediction"), default="epsilon")
+    g.add_argument("--prediction_type", choices=("epsilon", "v_prediction", "sample"), default="epsilon",
+                   help="network output: noise, velocity, or the clean mels (x0)")
     g.add_argument("--loss", choices=("l1", "l2"), default="l1")
     g.add_argument("--p_drop_visual", type=float, default=0.1, help="condition dropout for guidance")
     g.add_argument("--p_drop_mono", type=float, default=0.1)
