@@ -126,6 +126,16 @@ def test_test_script_writes_full_length_mels(data, tmp_path):
     assert meta["mel"] == cfg.to_dict() and meta["sampler"] == "ddim" and meta["steps"] == 3
     assert meta["num_clips"] == len(names) and meta["format_version"] == 1
 
+    # seedable: the same flags give the same mels; another sampler/guidance gives other mels
+    run_inference(inference_parser("t").parse_args([*common, "--output_dir", str(tmp_path / "again")]), "realbinaural")
+    run_inference(inference_parser("t").parse_args([*common, "--output_dir", str(tmp_path / "dpm"), "--sampler",
+                                               "dpmsolver++", "--guidance_scale", "2"]), "realbinaural")
+    for name in names:
+        first = np.load(tmp_path / "pred" / "left" / "test" / f"{name}.npy")
+        assert np.array_equal(first, np.load(tmp_path / "again" / "left" / "test" / f"{name}.npy"))
+        assert not np.array_equal(first, np.load(tmp_path / "dpm" / "left" / "test" / f"{name}.npy"))
+    assert json.loads((tmp_path / "dpm" / "meta.json").read_text())["guidance_scale"] == 2.0
+
 
 @pytest.mark.parametrize("target", ["binaural", "residual"])
 def test_diffusion_target_round_trip(target):
