@@ -19,7 +19,6 @@ from DiffBinaural.modules.unet import UNet, UNetConfig
 from DiffBinaural.modules.visual_encoder import VisualEncoder
 from DiffBinaural.utils.arguments import load_model_config
 
-
 # --target residual: the diffusion runs on (normalised binaural - normalised mono) x RESIDUAL_SCALE.
 # On the synthetic data that residual has std ~0.06 in normalised units (binaural mels: ~0.38), so x2
 # keeps it well inside the sampler's [-1, 1] clip while a model that outputs 0 already equals the
