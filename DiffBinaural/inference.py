@@ -144,6 +144,8 @@ def run_inference(args, dataset_kind: str) -> None:
         for key in ("segment_frames", "num_frames", "max_sources", "img_size", "fps"):
             setattr(args, key, cfg[key])  # the visual inputs must be built as in training
         sampler = build_sampler(build_diffusion(cfg), args)
+        if args.window_hop is None:
+            args.window_hop = max(1, cfg["segment_frames"] // 2)
         info.update(checkpoint=os.path.abspath(args.weights_unet or os.path.join(run_dir(args), "unet_best.pth")),
                     sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance_scale,
                     seed=args.seed, window=cfg["segment_frames"], window_hop=args.window_hop)

@@ -150,3 +150,32 @@ def test_diffusion_target_round_trip(target):
         # the mono-copy prediction is x0 = 0, and left/right keep their order
         torch.testing.assert_close(from_target(torch.zeros_like(x0), mono, target), mono.expand_as(binaural))
         assert torch.equal(to_target(binaural.flip(1), mono, target), x0.flip(1))
+
+
+def test_fairplay_layout_trains_and_dumps_with_resnet18(tmp_path):
+    """FAIR-Play: h5 split lists, 16 kHz wavs resampled on load, whole-frame tokens, a trainable ResNet-18."""
+    from DiffBinaural.inference import run_inference
+
+    root = tmp_path / "fp"
+    generate_dataset(root, fmt="fairplay", num_clips=4, seconds=1.5, seed=1, image_size=(96, 54))
+    split = root / "splits" / "split1"
+    args = train_parser("t").parse_args([
+        "--id", "run", "--data_root", str(root), "--ckpt", str(tmp_path / "ck"), "--list_train",
+        str(split / "train.h5"), "--list_val", str(split / "val.h5"), "--batch_size_per_gpu", "1", "--max_steps", "2",
+        "--arch_frame", "resnet18", "--pretrained_frame", "none", *TINY])
+    run(args, dataset_kind="fairplay")
+    state = _weights(tmp_path / "ck")
+    assert state["step"] == 2
+    cfg = json.loads((tmp_path / "ck" / "run" / "config.json").read_text())
+    assert cfg["arch_frame"] == "resnet18" and cfg["pretrained_frame"] is None
+    # the backbone is trainable: its weights moved
+    first = state["model"]["encoder.backbone.embedder.embedder.convolution.weight"]
+    model, _ = load_stage1(str(tmp_path / "ck" / "run"), weights_frame=str(tmp_path / "ck" / "run" / "frame_latest.pth"))
+    assert model.encoder.backbone.embedder.embedder.convolution.weight.requires_grad is True
+    assert first.shape == model.encoder.backbone.embedder.embedder.convolution.weight.shape
+    run_inference(inference_parser("t").parse_args([
+        "--id", "run", "--data_root", str(root), "--ckpt", str(tmp_path / "ck"), "--list_test", str(split / "test.h5"),
+        "--output_dir", str(tmp_path / "mels"), *TINY]), "fairplay")
+    (name,) = [p.stem for p in (tmp_path / "mels" / "left" / "test").glob("*.npy")]
+    mel = np.load(tmp_path / "mels" / "right" / "test" / f"{name}.npy")
+    assert mel.shape == (80, int(1.5 * 22050) // 256)  # 16 kHz file, mel at 22050 Hz

@@ -46,8 +46,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("visual encoder (saved in config.json)")
     g.add_argument("--arch_frame", choices=("cnn", "resnet18", "clip"), default="cnn")
-    g.add_argument("--pretrained_frame", default=None,
-                   help="hub id or local folder of the resnet18/clip weights (none: random init)")
+    g.add_argument("--pretrained_frame", default="auto",
+                   help="hub id or local folder of the resnet18/clip weights; 'auto': microsoft/resnet-18 or "
+                        "openai/clip-vit-base-patch32 (downloads); 'none': random init (offline tests)")
     g.add_argument("--context_dim", type=int, default=256, help="visual token width")
 
     g = p.add_argument_group("UNet (saved in config.json)")
@@ -121,7 +122,8 @@ def inference_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--weights_unet", default=None, help="UNet weights (default: {ckpt}/{id}/unet_best.pth)")
     g.add_argument("--weights_frame", default=None, help="visual encoder weights (default: {ckpt}/{id}/frame_best.pth)")
     g.add_argument("--output_dir", required=True, help="mel directory to write (left/ right/ meta.json)")
-    g.add_argument("--window_hop", type=int, default=40, help="frames between sliding windows")
+    g.add_argument("--window_hop", type=int, default=None,
+                   help="frames between sliding windows (default: half the training crop)")
     g.add_argument("--window_batch", type=int, default=8, help="windows sampled together")
     g.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     return p
@@ -131,8 +133,14 @@ def model_config(args: argparse.Namespace) -> dict:
     """The part of the flags that defines the model, with the mel parameters resolved."""
     from BigVGAN.meldataset import MelConfig
 
+    from DiffBinaural.modules.visual_encoder import DEFAULT_PRETRAINED
+
     cfg = {k: getattr(args, k) for k in MODEL_KEYS if k != "mel"}
     cfg["mel"] = MelConfig.from_json(args.mel_config).to_dict()
+    if cfg["arch_frame"] == "cnn" or cfg["pretrained_frame"] in (None, "none"):
+        cfg["pretrained_frame"] = None  # the cnn is always trained from scratch
+    elif cfg["pretrained_frame"] == "auto":
+        cfg["pretrained_frame"] = DEFAULT_PRETRAINED[cfg["arch_frame"]]
     return cfg
 
 
