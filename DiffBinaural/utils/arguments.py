@@ -132,7 +132,6 @@ def inference_parser(description: str) -> argparse.ArgumentParser:
 def model_config(args: argparse.Namespace) -> dict:
     """The part of the flags that defines the model, with the mel parameters resolved."""
     from BigVGAN.meldataset import MelConfig
-
     from DiffBinaural.modules.visual_encoder import DEFAULT_PRETRAINED
 
     cfg = {k: getattr(args, k) for k in MODEL_KEYS if k != "mel"}

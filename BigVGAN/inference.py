@@ -1,0 +1,98 @@
+"""Vocode left/right mel directories into stereo wavs with one (shared) generator.
+
+    python BigVGAN/inference.py --checkpoint_file CKPT/g_00010000 --mel_left_dir MELS/left/test \
+        --mel_right_dir MELS/right/test --output_dir OUT [--subtype PCM_16|FLOAT] [--device cuda]
+
+The generator's config is ``config.json`` beside the checkpoint (or ``--config``); a mel dir whose
+``meta.json`` mel parameters differ from it is refused. Output: ``{output_dir}/{name}.wav``, 2 channels
+(0 = left), ``frames * hop`` samples at the config's rate. Long mels are vocoded in chunks with
+overlapping context so that memory does not grow with the clip's length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import torch
+
+from BigVGAN.audio import BadInputError, cli_main, save_wav
+from BigVGAN.checkpoint import safe_load
+from BigVGAN.meldataset import MelConfig, check_mel_dir, load_mel_file
+
+
+def load_generator(checkpoint_file: str, *, config: str | None = None, device: str | torch.device = "cpu"):
+    """Generator from a ``g_XXXXXXXX`` / ``bigvgan_generator.pt`` file, weight norm removed, eval mode.
+
+    Returns (generator, h, mel_cfg).
+    """
+    from BigVGAN.bigvgan import BigVGAN, load_config
+
+    config = config or os.path.join(os.path.dirname(os.path.abspath(checkpoint_file)), "config.json")
+    h = load_config(config)
+    generator = BigVGAN(h)
+    state = safe_load(checkpoint_file, "cpu")
+    state = state.get("generator", state) if isinstance(state, dict) else state
+    try:
+        generator.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise BadInputError(checkpoint_file, f"generator weights do not fit {config} ({str(err).splitlines()[0]})") from None
+    generator.remove_weight_norm()
+    return generator.eval().to(device), h, MelConfig.from_dict(dict(h), source=config)
+
+
+@torch.no_grad()
+def iter_vocode(generator, mel: torch.Tensor, *, hop: int, chunk_frames: int = 512, context_frames: int = 32):
+    """Yield the waveform of (C, M, T) ln-mels chunk by chunk: (C, chunk * hop) tensors, in order.
+
+    Each chunk of ``chunk_frames`` frames is vocoded with ``context_frames`` of neighbouring mel on
+    both sides and only its own samples are kept: memory stays bounded whatever T is, and the result
+    equals a one-pass output up to the generator's (small) dependence on frames further away.
+    """
+    device = next(generator.parameters()).device
+    total = mel.shape[-1]
+    for start in range(0, total, chunk_frames):
+        stop = min(total, start + chunk_frames)
+        lo, hi = max(0, start - context_frames), min(total, stop + context_frames)
+        wav = generator(mel[:, :, lo:hi].to(device)).float().cpu()[:, 0]  # (C, (hi - lo) * hop)
+        yield wav[:, (start - lo) * hop:(stop - lo) * hop]
+
+
+def vocode(generator, mel: torch.Tensor, *, hop: int, chunk_frames: int = 512, context_frames: int = 32) -> torch.Tensor:
+    """(C, M, T) ln-mels -> (C, T * hop) waveforms (the C channels go through the generator as a batch)."""
+    return torch.cat(list(iter_vocode(generator, mel, hop=hop, chunk_frames=chunk_frames,
+                                      context_frames=context_frames)), dim=1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint_file", required=True)
+    p.add_argument("--config", default=None, help="default: config.json beside the checkpoint")
+    p.add_argument("--mel_left_dir", required=True)
+    p.add_argument("--mel_right_dir", required=True)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--subtype", default="PCM_16", choices=("PCM_16", "PCM_24", "FLOAT"))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--chunk_frames", type=int, default=512)
+    args = p.parse_args()
+    generator, _, cfg = load_generator(args.checkpoint_file, config=args.config, device=args.device)
+    for d in (args.mel_left_dir, args.mel_right_dir):
+        check_mel_dir(d, cfg)
+    names = [sorted(f[:-4] for f in os.listdir(d) if f.endswith(".npy")) for d in (args.mel_left_dir, args.mel_right_dir)]
+    if names[0] != names[1]:
+        raise BadInputError(args.mel_left_dir, f"left and right mel dirs hold different clips (e.g. "
+                                               f"{sorted(set(names[0]) ^ set(names[1]))[:3]})")
+    from tqdm import tqdm
+
+    for name in tqdm(names[0], desc="vocoding"):
+        left, right = (load_mel_file(os.path.join(d, f"{name}.npy"), cfg) for d in (args.mel_left_dir, args.mel_right_dir))
+        if left.shape != right.shape:
+            raise BadInputError(os.path.join(args.mel_right_dir, f"{name}.npy"), f"shape {right.shape} != left {left.shape}")
+        wav = vocode(generator, torch.from_numpy(np.stack([left, right])), hop=cfg.hop_size, chunk_frames=args.chunk_frames)
+        save_wav(os.path.join(args.output_dir, f"{name}.wav"), wav.numpy(), cfg.sampling_rate, subtype=args.subtype)
+    print(f"wrote {len(names[0])} stereo wav(s) to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,356 @@
+"""The binaural vocoder's training loop, shared by ``train_binaural_mel.py`` and ``train_binaural_both.py``.
+
+One single-channel BigVGAN generator serves both ears: left and right of each clip are separate items
+(:class:`BigVGAN.meldataset.BinauralMelDataset`), which keeps the generator identical to NVIDIA's and
+lets it start from their pretrained weights (``--pretrained``). Losses follow BigVGAN v2: LSGAN
+multi-period + multi-resolution/CQT discriminators, feature matching, (multi-scale) mel L1, plus an
+optional silence-aware mel term (``BigVGAN.loss``).
+
+Checkpoints keep NVIDIA's format in ``--checkpoint_path``: ``g_{step:08d}`` = ``{"generator": ...}``
+and ``do_{step:08d}`` = discriminators + optimizers + schedulers + steps + epoch, written atomically
+by rank 0; the newest complete pair is resumed automatically. The config is copied to
+``config.json`` beside them. Same process model as Stage 1 (:mod:`BigVGAN.distributed`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
+
+from BigVGAN import distributed as du
+from BigVGAN.audio import BadInputError
+from BigVGAN.checkpoint import atomic_save, atomic_write_text, safe_load, scan_checkpoint
+from BigVGAN.meldataset import BinauralMelDataset, MelConfig, mel_spectrogram, scheduled_probability
+
+log = logging.getLogger("BigVGAN")
+DEFAULT_SCHEDULE = "10:0 30:0.5 60:0.9 60:1.0"  # the original's p(epoch), see scheduled_probability
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Flags of both vocoder scripts (DESIGN.md "Command lines")."""
+    from BigVGAN.meldataset import DEFAULT_CONFIG
+
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="BigVGAN JSON config (also the mel parameters)")
+    p.add_argument("--audio_dir", required=True, help="ground-truth stereo wavs {name}.wav (channel 0 = left)")
+    p.add_argument("--checkpoint_path", required=True, help="g_/do_ checkpoints, config.json, tb/")
+    p.add_argument("--training_epochs", type=int, default=100)
+    p.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: no limit)")
+    p.add_argument("--pretrained", default=None,
+                   help="start the generator from this file (g_XXXXXXXX or NVIDIA's bigvgan_generator.pt) "
+                        "or a folder holding bigvgan_generator.pt; ignored when resuming")
+    p.add_argument("--val_audio_dir", default=None, help="validation wavs (default: --audio_dir)")
+    p.add_argument("--val_list", default=None, help="CSV with a `name` column: validation clips")
+    p.add_argument("--train_list", default=None, help="CSV with a `name` column: training clips")
+    p.add_argument("--num_val", type=int, default=10, help="validation clips (whole clips, both ears)")
+    p.add_argument("--num_gpus", type=int, default=1)
+    p.add_argument("--batch_size_per_gpu", type=int, default=None, help="default: config batch_size / ranks")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=None, help="default: the config's seed")
+    p.add_argument("--checkpoint_interval", type=int, default=5000)
+    p.add_argument("--validation_interval", type=int, default=1000)
+    p.add_argument("--summary_interval", type=int, default=100)
+    p.add_argument("--freeze_step", type=int, default=0, help="train only G for the first K steps")
+    p.add_argument("--segment_size", type=int, default=None, help="training crop in samples (default: config)")
+    p.add_argument("--skip_bad", action=argparse.BooleanOptionalAction, default=False)
+
+
+def parse_schedule(text: str) -> list[tuple[float, float]]:
+    """``"10:0 30:0.5 60:0.9 60:1.0"`` -> [(10, 0), (30, 0.5), (60, 0.9), (60, 1.0)] (sorted epochs)."""
+    try:
+        points = [(float(e), float(p)) for e, p in (item.split(":") for item in text.split())]
+    except ValueError:
+        raise BadInputError(None, f"--ss_schedule {text!r}: expected points EPOCH:P separated by spaces") from None
+    if not points or any(b[0] < a[0] for a, b in zip(points, points[1:])) or any(not 0 <= p <= 1 for _, p in points):
+        raise BadInputError(None, f"--ss_schedule {text!r}: epochs must not decrease and 0 <= P <= 1")
+    return points
+
+
+def read_names(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except Exception as err:
+        raise BadInputError(path, f"unreadable CSV ({type(err).__name__})") from None
+    if "name" not in table.columns:
+        raise BadInputError(path, "no 'name' column")
+    return [os.path.splitext(os.path.basename(str(n)))[0] for n in table["name"]]
+
+
+class VocoderTrainer:
+    """Generator + discriminators, optimizers, data and logging; :meth:`fit` trains.
+
+    Args:
+        args: parsed flags (:func:`add_common_args` plus the script's own).
+        train_pred_dirs / val_pred_dirs: (left, right) Stage 1 mel dirs or None (ground-truth mels).
+        schedule: scheduled-sampling points, or None for a constant p_pred (1 with mel dirs).
+    """
+
+    def __init__(self, args, *, train_pred_dirs, val_pred_dirs, schedule, device: torch.device) -> None:
+        from BigVGAN.bigvgan import BigVGAN, load_config
+        from BigVGAN.discriminators import build_discriminators
+        from BigVGAN.loss import GeneratorLoss
+
+        self.args, self.device, self.schedule = args, device, schedule
+        self.rank, self.world = du.get_rank(), du.get_world_size()
+        self.is_main = self.rank == 0
+        self.h = load_config(args.config)
+        self.mel_cfg = MelConfig.from_dict(dict(self.h), source=args.config)
+        seed = self.h.seed if args.seed is None else args.seed
+        torch.manual_seed(seed + self.rank)
+        os.makedirs(args.checkpoint_path, exist_ok=True)
+        if self.is_main:
+            atomic_write_text(json.dumps(dict(self.h), indent=2) + "\n", os.path.join(args.checkpoint_path, "config.json"))
+            logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+        else:
+            log.setLevel(logging.WARNING)
+
+        segment = args.segment_size or self.h.segment_size
+        self.train_set = BinauralMelDataset(
+            audio_dir=args.audio_dir, cfg=self.mel_cfg, pred_dirs=train_pred_dirs, names=read_names(args.train_list),
+            segment_size=segment, p_pred=1.0 if train_pred_dirs else 0.0, seed=seed, skip_bad=args.skip_bad)
+        self.val_set = BinauralMelDataset(
+            audio_dir=args.val_audio_dir or args.audio_dir, cfg=self.mel_cfg, pred_dirs=val_pred_dirs,
+            names=read_names(args.val_list), segment_size=None, p_pred=1.0 if val_pred_dirs else 0.0, seed=seed,
+            skip_bad=args.skip_bad)
+        bs = args.batch_size_per_gpu or max(1, self.h.batch_size // self.world)
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                          seed=seed, drop_last=True)
+        self.loader = DataLoader(self.train_set, batch_size=bs, sampler=self.sampler, num_workers=args.workers,
+                                 drop_last=True, pin_memory=device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(seed))
+        if len(self.loader) == 0:
+            raise BadInputError(args.audio_dir, f"{len(self.train_set)} items give no full batch of {bs} x {self.world}")
+
+        self.generator = BigVGAN(self.h).to(device)
+        self.discs = build_discriminators(self.h).to(device)
+        self.loss = GeneratorLoss(self.h, self.mel_cfg).to(device)
+        self.optim_g = torch.optim.AdamW(self.generator.parameters(), self.h.learning_rate,
+                                         betas=(self.h.adam_b1, self.h.adam_b2))
+        self.optim_d = torch.optim.AdamW(self.discs.parameters(), self.h.learning_rate,
+                                         betas=(self.h.adam_b1, self.h.adam_b2))
+        # BigVGAN v2 decays the LR every step: 0.9999996^1M ~ 0.67
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=self.h.lr_decay)
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=self.h.lr_decay)
+        self.step, self.epoch = 0, 0
+        if not self._resume() and args.pretrained:
+            self._load_pretrained(args.pretrained)
+        ddp = dict(device_ids=[device.index]) if device.type == "cuda" else {}
+        self.g = DDP(self.generator, **ddp) if self.world > 1 else self.generator
+        # each discriminator wrapped on its own: the D step and the G step call them separately
+        self.d = {name: DDP(m, **ddp) if self.world > 1 else m for name, m in self.discs.items()}
+        self.writer = None
+        if self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(args.checkpoint_path, "tb"))
+        log.info("vocoder: %d train items (%d clips x 2 ears), %d val clips, batch %d x %d rank(s), %.2fM G params",
+                 len(self.train_set), len(self.train_set.clips), len(self.val_set.clips), bs, self.world,
+                 sum(p.numel() for p in self.generator.parameters()) / 1e6)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _resume(self) -> bool:
+        g_path = scan_checkpoint(self.args.checkpoint_path, "g_")
+        do_path = scan_checkpoint(self.args.checkpoint_path, "do_")
+        if g_path is None or do_path is None:
+            return False
+        if os.path.basename(g_path)[2:] != os.path.basename(do_path)[3:]:
+            # an interrupted save wrote one file of the newer pair: use the newest complete pair
+            steps = sorted({os.path.basename(p)[2:] for p in os.listdir(self.args.checkpoint_path) if p.startswith("g_")}
+                           & {os.path.basename(p)[3:] for p in os.listdir(self.args.checkpoint_path) if p.startswith("do_")})
+            if not steps:
+                return False
+            g_path = os.path.join(self.args.checkpoint_path, "g_" + steps[-1])
+            do_path = os.path.join(self.args.checkpoint_path, "do_" + steps[-1])
+        g, do = safe_load(g_path, self.device), safe_load(do_path, self.device)
+        self.generator.load_state_dict(g["generator"])
+        self.discs["mpd"].load_state_dict(do["mpd"])
+        self.discs["mrd"].load_state_dict(do["mrd"])
+        self.optim_g.load_state_dict(do["optim_g"])
+        self.optim_d.load_state_dict(do["optim_d"])
+        if "sched_g" in do:
+            self.sched_g.load_state_dict(do["sched_g"])
+            self.sched_d.load_state_dict(do["sched_d"])
+        self.step, self.epoch = int(do["steps"]), int(do["epoch"])
+        if "rng" in do:
+            torch.set_rng_state(do["rng"][min(self.rank, len(do["rng"]) - 1)].cpu())
+        log.info("resumed from %s / %s: step %d, epoch %d", g_path, do_path, self.step, self.epoch)
+        return True
+
+    def _load_pretrained(self, path: str) -> None:
+        if os.path.isdir(path):
+            path = os.path.join(path, "bigvgan_generator.pt")
+        state = safe_load(path, self.device)
+        state = state.get("generator", state) if isinstance(state, dict) else state
+        try:
+            self.generator.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise BadInputError(path, f"generator weights do not fit {self.args.config} ({str(err).splitlines()[0]})") from None
+        log.info("generator initialised from %s", path)
+
+    def save(self) -> None:
+        rngs = [torch.get_rng_state()] * self.world
+        if self.world > 1:
+            rngs = [None] * self.world
+            dist.all_gather_object(rngs, torch.get_rng_state())
+        if self.is_main:
+            cp = self.args.checkpoint_path
+            # do_ first, g_ last: resume only trusts a pair whose g_ exists, so a kill in between is harmless
+            atomic_save({"mpd": self.discs["mpd"].state_dict(), "mrd": self.discs["mrd"].state_dict(),
+                         "optim_g": self.optim_g.state_dict(), "optim_d": self.optim_d.state_dict(),
+                         "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+                         "steps": self.step, "epoch": self.epoch, "rng": rngs},
+                        os.path.join(cp, f"do_{self.step:08d}"))
+            atomic_save({"generator": self.generator.state_dict()}, os.path.join(cp, f"g_{self.step:08d}"))
+        du.barrier()
+
+    # --- one step ------------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> dict[str, float]:
+        from BigVGAN.loss import discriminator_loss
+
+        mel = batch["mel"].to(self.device, non_blocking=True)  # (B, M, F)
+        y = batch["audio"].to(self.device, non_blocking=True)  # (B, 1, F * hop)
+        y_hat = self.g(mel)
+        out: dict[str, float] = {}
+        if self.step >= self.args.freeze_step:
+            self.optim_d.zero_grad(set_to_none=True)
+            loss_d = 0.0
+            for name in ("mpd", "mrd"):
+                real, fake, _, _ = self.d[name](y, y_hat.detach())
+                ld, _, _ = discriminator_loss(real, fake)
+                loss_d = loss_d + ld
+                out[f"disc/{name}"] = float(ld)
+            loss_d.backward()
+            out["disc/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.discs.parameters(), self.h.clip_grad_norm))
+            self.optim_d.step()
+        self.optim_g.zero_grad(set_to_none=True)
+        feats = {name: self.d[name](y, y_hat) for name in ("mpd", "mrd")}
+        loss_g, parts = self.loss(y, y_hat, feats, adversarial=self.step >= self.args.freeze_step)
+        loss_g.backward()
+        out["gen/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.h.clip_grad_norm))
+        self.optim_g.step()
+        self.sched_g.step()
+        self.sched_d.step()
+        self.step += 1
+        out.update({f"gen/{k}": float(v) for k, v in parts.items()}, **{"gen/total": float(loss_g)})
+        return out
+
+    # --- loop ----------------------------------------------------------------------------------
+    def fit(self) -> None:
+        from tqdm import tqdm
+
+        a = self.args
+        done = a.max_steps > 0 and self.step >= a.max_steps
+        while self.epoch < a.training_epochs and not done:
+            p = scheduled_probability(self.epoch, self.schedule) if self.schedule else None
+            self.train_set.set_epoch(self.epoch, p)
+            self.sampler.set_epoch(self.epoch)
+            if p is not None and self.writer:
+                self.writer.add_scalar("train/p_pred", p, self.step)
+            bar = tqdm(self.loader, disable=not self.is_main, desc=f"epoch {self.epoch}", leave=False, dynamic_ncols=True)
+            t0 = time.time()
+            for batch in bar:
+                scalars = self.train_step(batch)
+                scalars["train/pred_fraction"] = float(batch["used_pred"].float().mean())
+                scalars = du.all_reduce_mean(scalars, self.device)
+                if not all(math.isfinite(v) for v in scalars.values()):
+                    raise RuntimeError(f"non-finite vocoder loss at step {self.step}: {scalars}")
+                bar.set_postfix(mel=f"{scalars.get('gen/mel', float('nan')):.3f}")
+                if self.writer and self.step % a.summary_interval == 0:
+                    for k, v in scalars.items():
+                        self.writer.add_scalar(k, v, self.step)
+                    self.writer.add_scalar("train/lr_g", self.optim_g.param_groups[0]["lr"], self.step)
+                    log.info("epoch %d step %d mel %.4f (%.2f s/step)%s", self.epoch, self.step,
+                             scalars.get("gen/mel", float("nan")), (time.time() - t0) / a.summary_interval,
+                             "" if p is None else f" p_pred {p:.2f}")
+                    t0 = time.time()
+                if self.step % a.checkpoint_interval == 0:
+                    self.save()
+                if self.step % a.validation_interval == 0:
+                    self.validate()
+                if a.max_steps > 0 and self.step >= a.max_steps:
+                    done = True
+                    break
+            bar.close()
+            if not done:
+                self.epoch += 1
+        self.save()
+        self.validate()
+        if self.writer:
+            self.writer.close()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Rank 0: mel L1, PESQ (wide-band, 16 kHz) and MR-STFT on whole validation clips, both ears."""
+        if not self.is_main:
+            du.barrier()
+            return {}
+        import auraloss
+
+        from BigVGAN.audio import resample
+
+        self.generator.eval()
+        mrstft = auraloss.freq.MultiResolutionSTFTLoss()
+        sums = {"val/mel_l1": 0.0, "val/mrstft": 0.0, "val/pesq": 0.0}
+        n = n_pesq = 0
+        items = min(len(self.val_set), 2 * self.args.num_val)
+        for i in range(items):
+            item = self.val_set[i]
+            y = item["audio"].to(self.device)
+            y_hat = self.generator(item["mel"][None].to(self.device))[0]
+            length = min(y.shape[-1], y_hat.shape[-1])
+            y, y_hat = y[..., :length], y_hat[..., :length]
+            sums["val/mel_l1"] += float((mel_spectrogram(y, self.mel_cfg) - mel_spectrogram(y_hat, self.mel_cfg)).abs().mean())
+            sums["val/mrstft"] += float(mrstft(y_hat[None].cpu(), y[None].cpu()))
+            try:
+                from pesq import pesq
+
+                ref = resample(y[0].cpu().numpy(), self.mel_cfg.sampling_rate, 16000)
+                deg = resample(y_hat[0].cpu().numpy(), self.mel_cfg.sampling_rate, 16000)
+                sums["val/pesq"] += pesq(16000, ref, deg, "wb")
+                n_pesq += 1
+            except Exception:  # no utterance detected (music, silence): PESQ is undefined there
+                pass
+            n += 1
+            if self.writer and i < 4:
+                self.writer.add_audio(f"val/{item['name']}_{'LR'[item['channel']]}", y_hat.cpu().clamp(-1, 1),
+                                      self.step, sample_rate=self.mel_cfg.sampling_rate)
+        metrics = {k: v / max(n_pesq if k == "val/pesq" else n, 1) for k, v in sums.items()}
+        if n_pesq == 0:
+            metrics["val/pesq"] = float("nan")
+        if self.writer:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, self.step)
+        log.info("validation step %d: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), self.step)
+        self.generator.train()
+        du.barrier()
+        return metrics
+
+
+def train_worker(args, train_pred_dirs, val_pred_dirs, schedule) -> None:
+    device = du.setup()
+    try:
+        VocoderTrainer(args, train_pred_dirs=train_pred_dirs, val_pred_dirs=val_pred_dirs, schedule=schedule,
+                       device=device).fit()
+    finally:
+        du.cleanup()
+
+
+def run(args, *, train_pred_dirs=None, val_pred_dirs=None, schedule=None) -> None:
+    import functools
+
+    np.random.seed(0)
+    du.launch(functools.partial(train_worker, train_pred_dirs=train_pred_dirs, val_pred_dirs=val_pred_dirs,
+                                schedule=schedule), args, num_gpus=args.num_gpus)

@@ -1,0 +1,184 @@
+"""Binauralize a user's mono recording and video end to end (Stage 1 + Stage 2); used by ``binauralize.py``.
+
+Steps: read the mono audio (any rate and channel count: down-mixed, resampled to 22050 Hz), refuse
+silent or clipped input, decode the video with PyAV at the model's frame rate into a temporary
+RealBinaural layout (or use a given frames folder), optionally with the user's detection boxes,
+generate the left/right mels with sliding windows (:func:`DiffBinaural.inference.generate_clip`), and
+vocode them in chunks straight into the output file, so that memory does not grow with the input's
+length beyond a few small per-frame arrays. The output has exactly the input's duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from BigVGAN.audio import BadInputError, resample, save_wav
+from DiffBinaural.dataset import layout
+
+log = logging.getLogger("DiffBinaural")
+SILENCE_PEAK = 1e-4  # -80 dBFS: nothing to spatialise
+CLIP_LEVEL, CLIP_FRACTION = 0.999, 1e-3  # more than 0.1 % of samples at full scale = clipped recording
+
+
+def read_mono(path: str, sr: int) -> np.ndarray:
+    """(S,) float32 at ``sr``; any channel count is down-mixed. Silent/clipped/empty input is one line."""
+    if not os.path.isfile(path):
+        raise BadInputError(path, "file not found")
+    try:
+        data, file_sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as err:
+        raise BadInputError(path, f"unreadable audio file ({type(err).__name__}: {err})") from None
+    if data.shape[0] == 0:
+        raise BadInputError(path, "empty audio file (0 samples)")
+    if not np.all(np.isfinite(data)):
+        raise BadInputError(path, "audio contains NaN or inf")
+    mono = data.mean(axis=1)
+    peak = float(np.abs(data).max())
+    if peak < SILENCE_PEAK:
+        raise BadInputError(path, f"input is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)")
+    clipped = float(np.mean(np.abs(data) >= CLIP_LEVEL))
+    if clipped > CLIP_FRACTION:
+        raise BadInputError(path, f"input is clipped ({100 * clipped:.1f} % of samples at full scale)")
+    return resample(mono, file_sr, sr).astype(np.float32)
+
+
+def _count_frames(frames_dir: str) -> int:
+    n = 0
+    while os.path.isfile(layout.frame_path(frames_dir, n + 1)):
+        n += 1
+    return n
+
+
+def build_layout(work: str, *, name: str, mono: np.ndarray, sr: int, hop: int, fps: float, video: str | None,
+                 frames_dir: str | None, boxes_csv: str | None) -> None:
+    """A one-clip RealBinaural layout in ``work`` that the Stage 1 dataset can read.
+
+    The mono wav is padded at the end to a whole number of hops (reflection) so the mels cover every
+    input sample; the binaural file the layout requires is a placeholder (the mono on both channels)
+    that inference never reads as a target.
+    """
+    paths = layout.rb_paths(work, name)
+    padded = np.pad(mono, (0, -len(mono) % hop), mode="reflect")
+    save_wav(paths["mono"], padded, sr, subtype="FLOAT")
+    save_wav(paths["binaural"], np.stack([padded, padded]), sr, subtype="FLOAT")
+    if video is not None:
+        from DiffBinaural.prepare_frames import extract_frames
+
+        extract_frames(video, paths["frames"], fps, max_side=640)
+    else:
+        if not os.path.isdir(frames_dir):
+            raise BadInputError(frames_dir, "frames folder not found")
+        shutil.copytree(frames_dir, paths["frames"])
+    available = _count_frames(paths["frames"])
+    needed = int(np.ceil(len(mono) / sr * fps - 1e-6))
+    source = video or frames_dir
+    if available == 0:
+        raise BadInputError(source, "no frames (the video has no decodable picture, or the folder no 000001.jpg)")
+    if available < needed:
+        raise BadInputError(source, f"video ({available / fps:.2f} s at {fps:g} fps) is shorter than the audio "
+                                    f"({len(mono) / sr:.2f} s)")
+    det = os.path.join(work, layout.RB_DETECTIONS)
+    os.makedirs(os.path.dirname(det), exist_ok=True)
+    if boxes_csv is not None:
+        import pandas as pd
+
+        try:
+            boxes = pd.read_csv(boxes_csv)
+        except Exception as err:
+            raise BadInputError(boxes_csv, f"unreadable CSV ({type(err).__name__})") from None
+        missing = [c for c in layout.DETECTION_COLUMNS if c not in boxes.columns and c != "name"]
+        if missing:
+            raise BadInputError(boxes_csv, f"missing column(s): {', '.join(missing)}")
+        boxes["name"] = name  # the user's boxes all belong to this one clip
+        boxes[list(layout.DETECTION_COLUMNS)].to_csv(det, index=False)
+    else:
+        with open(det, "w") as f:
+            f.write(",".join(layout.DETECTION_COLUMNS) + "\n")  # no boxes: whole frames
+    split = layout.rb_split_csv(work, "test")
+    os.makedirs(os.path.dirname(split), exist_ok=True)
+    with open(split, "w") as f:
+        f.write(f"name\n{name}\n")
+
+
+def binauralize(args) -> str:
+    """Run the whole pipeline for the flags of ``binauralize.py``; returns the output path."""
+    from types import SimpleNamespace
+
+    from BigVGAN.inference import load_generator
+    from DiffBinaural.dataset.real_binaural import RealBinauralDataset
+    from DiffBinaural.inference import generate_clip
+    from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, cfg = load_stage1(args.stage1, weights_unet=args.weights_unet, weights_frame=args.weights_frame,
+                             map_location=device)
+    model.to(device)
+    generator, _, mel_cfg = load_generator(args.vocoder, config=args.vocoder_config, device=device)
+    problem = mel_cfg.mismatch(cfg["mel"])
+    if problem:
+        raise BadInputError(args.vocoder, f"vocoder and Stage 1 use different mels: {problem}")
+    sr, hop = mel_cfg.sampling_rate, mel_cfg.hop_size
+    mono = read_mono(args.mono, sr)
+    log.info("input: %.2f s; Stage 1 %s, vocoder %s, device %s", len(mono) / sr, args.stage1, args.vocoder, device)
+    work = tempfile.mkdtemp(prefix="binauralize_")
+    try:
+        name = "clip"
+        build_layout(work, name=name, mono=mono, sr=sr, hop=hop, fps=cfg["fps"], video=args.video,
+                     frames_dir=args.frames, boxes_csv=args.boxes)
+        dataset = RealBinauralDataset(
+            data_root=work, list_csv=layout.rb_split_csv(work, "test"), split="test", mel_cfg=mel_cfg,
+            segment_frames=None, num_frames=cfg["num_frames"], max_sources=cfg["max_sources"],
+            image_size=cfg["img_size"], fps=cfg["fps"], seed=args.seed)
+        item = dataset[0]
+        sampler = build_sampler(build_diffusion(cfg), SimpleNamespace(
+            sampler=args.sampler, steps=args.steps, eta=0.0, guidance_scale=args.guidance_scale))
+        mel = generate_clip(
+            model, sampler, mono_mel=item["mono_mel"],
+            visual_fn=lambda s, n: dataset.visual_inputs(0, s * hop, n * hop), window=cfg["segment_frames"],
+            hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
+            seed=args.seed, device=device)
+        out_sr = args.out_sr or sr
+        _write_vocoded(args.out, generator, mel, hop=hop, sr=sr, out_sr=out_sr, num_samples=len(mono),
+                       chunk_frames=args.chunk_frames)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("wrote %s (%.2f s, 2 channels, %d Hz)", args.out, len(mono) / sr, args.out_sr or sr)
+    return args.out
+
+
+def _write_vocoded(out: str, generator, mel: torch.Tensor, *, hop: int, sr: int, out_sr: int, num_samples: int,
+                   chunk_frames: int) -> None:
+    """Vocode (2, M, T) chunk by chunk into ``out`` (temp file + rename), cut to ``num_samples`` at ``sr``."""
+
+    import soxr
+
+    from BigVGAN.inference import iter_vocode
+
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp{os.getpid()}.wav"
+    done = 0  # samples at sr written so far
+    # a streaming resampler keeps chunk boundaries seamless at another output rate
+    stream = soxr.ResampleStream(sr, out_sr, 2, dtype="float32") if out_sr != sr else None
+    try:
+        with sf.SoundFile(tmp, "w", samplerate=out_sr, channels=2, subtype="PCM_16") as f:
+            chunks = iter_vocode(generator, mel, hop=hop, chunk_frames=chunk_frames)
+            for k, wav in enumerate(chunks):
+                wav = np.ascontiguousarray(wav[:, :max(0, num_samples - done)].numpy().T)  # (n, 2)
+                done += len(wav)
+                last = done >= num_samples or (k + 1) * chunk_frames >= mel.shape[-1]
+                if stream is not None:
+                    wav = stream.resample_chunk(wav, last=last)
+                f.write(np.clip(wav, -1.0, 1.0))
+                if last:
+                    break
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,49 @@
+"""Binauralize your own mono recording with its video: mono wav + (video | frames) -> stereo wav.
+
+    python binauralize.py --mono IN.wav (--video IN.mp4 | --frames DIR) [--boxes CSV] \
+        --stage1 RUN_DIR --vocoder G_CKPT --out OUT.wav [--out_sr 48000] [--device cuda] \
+        [--steps 25] [--sampler ddim|dpmsolver++] [--guidance_scale 1] [--seed 0]
+
+RUN_DIR is a Stage 1 run folder ({ckpt}/{id}: config.json + unet_best.pth + frame_best.pth); G_CKPT a
+vocoder generator checkpoint with config.json beside it. --boxes: detections with the columns
+frame,x1,y1,x2,y2,score (pixel boxes on the video's frames at the model's frame rate; frame = 1-based
+index); without it the whole frame is the visual input. Any length, any input rate.
+"""
+
+import argparse
+
+from BigVGAN.audio import cli_main
+from DiffBinaural.pipeline import binauralize
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mono", required=True, help="input recording (any rate; several channels are down-mixed)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="video file, decoded with PyAV at the model's frame rate")
+    src.add_argument("--frames", help="folder of frames 000001.jpg ... at the model's frame rate")
+    p.add_argument("--boxes", default=None, help="detection CSV (frame,x1,y1,x2,y2,score)")
+    p.add_argument("--stage1", required=True, help="Stage 1 run folder")
+    p.add_argument("--weights_unet", default=None, help="default: {stage1}/unet_best.pth")
+    p.add_argument("--weights_frame", default=None, help="default: {stage1}/frame_best.pth")
+    p.add_argument("--vocoder", required=True, help="generator checkpoint (g_XXXXXXXX or bigvgan_generator.pt)")
+    p.add_argument("--vocoder_config", default=None, help="default: config.json beside --vocoder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--out_sr", type=int, default=None, help="output rate (default: the model's, 22050)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--sampler", choices=("ddim", "dpmsolver++"), default="ddim")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance_scale", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window_hop", type=int, default=None, help="Stage 1 window stride in frames")
+    p.add_argument("--window_batch", type=int, default=8, help="Stage 1 windows sampled together")
+    p.add_argument("--chunk_frames", type=int, default=512, help="vocoder chunk in mel frames")
+    args = p.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    binauralize(args)
+
+
+if __name__ == "__main__":
+    cli_main(main)
