@@ -55,10 +55,16 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle/zip errors of many types: all mean "not a loadable checkpoint"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        text = str(err)
+        if "GLOBAL" in text:  # torch's weights-only unpickler met a class/function reference
             reason = "refused: it contains Python objects that are not plain tensors/containers"
-        raise BadInputError(path, f"unreadable checkpoint ({reason[:200]})") from None
+        elif "central directory" in text or isinstance(err, EOFError):
+            reason = "truncated or incomplete file"
+        elif "Unsupported operand" in text or "invalid load key" in text:
+            reason = "not a PyTorch checkpoint"
+        else:
+            reason = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+        raise BadInputError(path, f"unreadable checkpoint ({reason})") from None
 
 
 def scan_checkpoint(cp_dir: str | os.PathLike, prefix: str) -> str | None:

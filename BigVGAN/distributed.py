@@ -14,8 +14,12 @@ Only rank 0 writes files and logs; losses are all-reduced before they are logged
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import shutil
 import socket
+import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +27,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from BigVGAN.audio import BadInputError
+
 # A worker that waits longer than this for its peers (one died, a collective hangs) raises instead
 # of blocking forever; mp.spawn then terminates the remaining workers.
 DEFAULT_TIMEOUT_S = int(os.environ.get("DIFFBINAURAL_DIST_TIMEOUT", "300"))
+BAD_INPUT_EXIT = 2  # a spawned worker's exit code for "BadInputError, reported in report_dir"
+SHUTDOWN_GRACE_S = 5  # after one worker fails: wait, SIGTERM the others, wait, SIGKILL (torch's default: 30 s)
 
 
 def _free_port() -> int:
@@ -48,16 +56,34 @@ def launch(worker: Callable[[Any], None], args: Any, *, num_gpus: int) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(_free_port())
     os.environ["WORLD_SIZE"] = str(num_gpus)
+    report_dir = tempfile.mkdtemp(prefix="diffbinaural-launch-")
     try:
-        mp.spawn(_spawned, args=(worker, args, num_gpus), nprocs=num_gpus, join=True)
+        ctx = mp.start_processes(_spawned, args=(worker, args, num_gpus, report_dir), nprocs=num_gpus,
+                                 join=False, start_method="spawn")
+        while not ctx.join(grace_period=SHUTDOWN_GRACE_S):
+            pass
+    except mp.ProcessExitedException as exc:
+        report = os.path.join(report_dir, f"rank{exc.error_index}.json")
+        if exc.exit_code == BAD_INPUT_EXIT and os.path.isfile(report):
+            with open(report) as f:
+                bad = json.load(f)
+            raise BadInputError(bad["path"], bad["problem"]) from None  # one line, as without workers
+        raise
     finally:
+        shutil.rmtree(report_dir, ignore_errors=True)
         for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE"):
             os.environ.pop(key, None)
 
 
-def _spawned(local_rank: int, worker: Callable[[Any], None], args: Any, world_size: int) -> None:
+def _spawned(local_rank: int, worker: Callable[[Any], None], args: Any, world_size: int, report_dir: str) -> None:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size))
-    worker(args)
+    try:
+        worker(args)
+    except BadInputError as err:
+        # mp.spawn would print this rank's traceback; hand the one-line error to the parent instead
+        with open(os.path.join(report_dir, f"rank{local_rank}.json"), "w") as f:
+            json.dump({"path": err.path, "problem": err.problem}, f)
+        sys.exit(BAD_INPUT_EXIT)
 
 
 def setup(*, timeout_s: int = DEFAULT_TIMEOUT_S) -> torch.device:

@@ -130,10 +130,25 @@ def load_stage1(
 
 
 def _load_strict(module: nn.Module, state: dict, path: str) -> None:
+    """``load_state_dict(strict=True)``; any mismatch is one BadInputError line saying what differs."""
     from BigVGAN.audio import BadInputError
 
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0] if str(err) else "state_dict mismatch"
-        raise BadInputError(path, f"weights do not fit this model's config ({first[:200]})") from None
+    name = type(module).__name__
+    if not isinstance(state, dict):
+        raise BadInputError(path, f"not a {name} state_dict (the file holds a {type(state).__name__})")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    problems = []
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} tensor(s) of another shape, e.g. {k}: "
+                        f"{tuple(getattr(state[k], 'shape', ()))} in the file, {tuple(own[k].shape)} in the config")
+    if missing:
+        problems.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    if problems:
+        raise BadInputError(path, f"weights do not fit this {name}'s config.json: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
