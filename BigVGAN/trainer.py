@@ -231,7 +231,7 @@ class VocoderTrainer:
                 real, fake, _, _ = self.d[name](y, y_hat.detach())
                 ld, _, _ = discriminator_loss(real, fake)
                 loss_d = loss_d + ld
-                out[f"disc/{name}"] = float(ld)
+                out[f"disc/{name}"] = ld.item()
             loss_d.backward()
             out["disc/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.discs.parameters(), self.h.clip_grad_norm))
             self.optim_d.step()

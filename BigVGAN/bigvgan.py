@@ -1,0 +1,196 @@
+"""BigVGAN generator (Lee et al. 2023), checkpoint-compatible with NVIDIA's release.
+
+Design after NVIDIA BigVGAN (MIT, itself after HiFi-GAN by Kong et al. 2020); code written anew.
+Module names, registration order and weight-norm parameter names (``weight_g`` / ``weight_v``, the
+legacy ``torch.nn.utils.weight_norm`` layout of the official checkpoints) are those of the official
+generator, so ``bigvgan_generator.pt`` (``{"generator": state_dict}``) loads with ``strict=True`` and a
+state_dict saved here loads into the official code.
+
+Shapes: mel (B, num_mels, T) -> waveform (B, 1, T * prod(upsample_rates)) in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import torch
+from torch import nn
+from torch.nn.utils import remove_weight_norm as _remove_wn
+from torch.nn.utils import weight_norm as _weight_norm
+
+from BigVGAN.activations import Activation1d, Snake, SnakeBeta
+from BigVGAN.audio import BadInputError
+
+REQUIRED_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
+                 "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels", "activation", "snake_logscale")
+
+
+class AttrDict(dict):
+    """A dict whose keys are also attributes (NVIDIA's ``env.AttrDict``): ``h.num_mels`` and ``h.get``."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+
+def load_config(path: str | os.PathLike) -> AttrDict:
+    """Read a BigVGAN JSON config; a missing required key is one line naming the file and the key."""
+    from BigVGAN.meldataset import read_json
+
+    h = AttrDict(read_json(path))
+    missing = [k for k in REQUIRED_KEYS if k not in h]
+    if missing:
+        raise BadInputError(path, f"missing config key(s): {', '.join(missing)}")
+    if h.resblock not in ("1", "2"):
+        raise BadInputError(path, f"resblock must be \"1\" or \"2\", got {h.resblock!r}")
+    if h.activation not in ("snake", "snakebeta"):
+        raise BadInputError(path, f"activation must be \"snake\" or \"snakebeta\", got {h.activation!r}")
+    if "hop_size" in h and _prod(h.upsample_rates) != h.hop_size:
+        raise BadInputError(path, f"prod(upsample_rates) = {_prod(h.upsample_rates)} != hop_size {h.hop_size}")
+    return h
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def weight_norm(module: nn.Module) -> nn.Module:
+    """Legacy weight norm: keeps the official ``weight_g``/``weight_v`` names (its deprecation warning is muted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return _weight_norm(module)
+
+
+def _activation(h: AttrDict, channels: int) -> Activation1d:
+    cls = SnakeBeta if h.activation == "snakebeta" else Snake
+    return Activation1d(cls(channels, alpha_logscale=h.snake_logscale))
+
+
+class AMPBlock1(nn.Module):
+    """Anti-aliased multi-periodicity block: 3 x (act -> dilated conv -> act -> conv) residual units."""
+
+    def __init__(self, h: AttrDict, channels: int, kernel_size: int = 3, dilation: tuple = (1, 3, 5)) -> None:
+        super().__init__()
+        self.convs1 = nn.ModuleList(
+            weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=(kernel_size * d - d) // 2))
+            for d in dilation)
+        self.convs2 = nn.ModuleList(
+            weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=1, padding=(kernel_size - 1) // 2))
+            for _ in dilation)
+        # even-indexed activations feed convs1, odd-indexed feed convs2 (the official pairing)
+        self.activations = nn.ModuleList(_activation(h, channels) for _ in range(2 * len(dilation)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations[::2], self.activations[1::2]):
+            x = x + c2(a2(c1(a1(x))))
+        return x
+
+    def remove_weight_norm(self) -> None:
+        for conv in [*self.convs1, *self.convs2]:
+            _remove_wn(conv)
+
+
+class AMPBlock2(nn.Module):
+    """Lighter AMP block: 3 x (act -> dilated conv) residual units."""
+
+    def __init__(self, h: AttrDict, channels: int, kernel_size: int = 3, dilation: tuple = (1, 3, 5)) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=(kernel_size * d - d) // 2))
+            for d in dilation)
+        self.activations = nn.ModuleList(_activation(h, channels) for _ in dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, act in zip(self.convs, self.activations):
+            x = x + conv(act(x))
+        return x
+
+    def remove_weight_norm(self) -> None:
+        for conv in self.convs:
+            _remove_wn(conv)
+
+
+class BigVGAN(nn.Module):
+    """The generator. ``h``: an :class:`AttrDict` config (see ``configs/``), NVIDIA's signature.
+
+    forward: mel (B, num_mels, T) -> (B, 1, T * prod(upsample_rates)), tanh or clamp to [-1, 1].
+    """
+
+    def __init__(self, h: AttrDict, use_cuda_kernel: bool = False) -> None:
+        super().__init__()
+        if use_cuda_kernel:
+            raise ValueError("the fused CUDA kernel is not part of this re-implementation (use_cuda_kernel=False)")
+        self.h = h
+        self.num_kernels = len(h.resblock_kernel_sizes)
+        self.num_upsamples = len(h.upsample_rates)
+        c0 = h.upsample_initial_channel
+        self.conv_pre = weight_norm(nn.Conv1d(h.num_mels, c0, 7, 1, padding=3))
+        block = AMPBlock1 if h.resblock == "1" else AMPBlock2
+        self.ups = nn.ModuleList(
+            nn.ModuleList([weight_norm(nn.ConvTranspose1d(c0 // 2**i, c0 // 2 ** (i + 1), k, u, padding=(k - u) // 2))])
+            for i, (u, k) in enumerate(zip(h.upsample_rates, h.upsample_kernel_sizes)))
+        self.resblocks = nn.ModuleList(
+            block(h, c0 // 2 ** (i + 1), k, tuple(d))
+            for i in range(self.num_upsamples)
+            for k, d in zip(h.resblock_kernel_sizes, h.resblock_dilation_sizes))
+        ch = c0 // 2**self.num_upsamples
+        self.activation_post = _activation(h, ch)
+        self.use_bias_at_final = h.get("use_bias_at_final", True)
+        self.use_tanh_at_final = h.get("use_tanh_at_final", True)
+        self.conv_post = weight_norm(nn.Conv1d(ch, 1, 7, 1, padding=3, bias=self.use_bias_at_final))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.conv_pre(mel)
+        for i, (up,) in enumerate(self.ups):
+            x = up(x)
+            blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
+            xs = blocks[0](x)
+            for blk in blocks[1:]:
+                xs = xs + blk(x)
+            x = xs / self.num_kernels  # mean of the multi-receptive-field blocks (HiFi-GAN's MRF)
+        x = self.conv_post(self.activation_post(x))
+        return torch.tanh(x) if self.use_tanh_at_final else torch.clamp(x, -1.0, 1.0)
+
+    def remove_weight_norm(self) -> None:
+        """Fold g and v into plain weights (inference); keys become ``*.weight``."""
+        for (up,) in self.ups:
+            _remove_wn(up)
+        for blk in self.resblocks:
+            blk.remove_weight_norm()
+        _remove_wn(self.conv_pre)
+        _remove_wn(self.conv_post)
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, map_location: str | torch.device = "cpu") -> BigVGAN:
+        """Load a LOCAL folder holding ``config.json`` + ``bigvgan_generator.pt`` (an HF snapshot
+        downloaded beforehand), or a generator file with ``config.json`` beside it. No downloads."""
+        from BigVGAN.checkpoint import safe_load
+
+        folder, file = (path, os.path.join(path, "bigvgan_generator.pt")) if os.path.isdir(path) else (
+            os.path.dirname(os.path.abspath(path)), path)
+        model = cls(load_config(os.path.join(folder, "config.json")))
+        state = safe_load(file, map_location)
+        state = state.get("generator", state)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError:  # a checkpoint saved after remove_weight_norm()
+            model.remove_weight_norm()
+            model.load_state_dict(state, strict=True)
+        return model
+
+    def save_pretrained(self, folder: str) -> None:
+        """Write ``config.json`` and ``bigvgan_generator.pt`` (NVIDIA's layout)."""
+        from BigVGAN.checkpoint import atomic_save, atomic_write_text
+
+        atomic_save({"generator": self.state_dict()}, os.path.join(folder, "bigvgan_generator.pt"))
+        atomic_write_text(json.dumps(dict(self.h), indent=2) + "\n", os.path.join(folder, "config.json"))
