@@ -1,0 +1,138 @@
+"""Write the demo report: metrics table (model, mono-copy baseline, vocoder on ground-truth mels) and figures.
+
+    python -m DiffBinaural.report --out_dir runs/demo --metrics_model M.json --metrics_ceiling C.json \
+        --pred_mels MELDIR --gt_mels MELDIR --pred_wavs D --gt_wavs D --mono_wavs D [--split test] [--clips 2]
+
+Inputs are the outputs of the user-facing scripts: ``evaluate.py`` JSONs (model and ceiling) and the
+mel directories of ``test_realBinaural.py`` (``--mode test`` and ``--mode gt``). Figures per clip:
+GT vs predicted left / right / L−R mels (``mels_{name}.png``), and ILD and ITD over time for GT, model
+and the mono-copy baseline (``cues_{name}.png``; the baseline's cues are 0 by construction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from BigVGAN.audio import LEFT, RIGHT, cli_main, load_wav
+from BigVGAN.meldataset import MelConfig, mel_numpy, read_json
+from DiffBinaural.utils.metrics import frame_times, ild_series, itd_series
+from DiffBinaural.utils.validation import mel_figure
+
+ROWS = ("stft_distance", "env_distance", "mag_distance", "phase_distance", "snr", "wav_l2", "mel_distance",
+        "mrstft", "pesq", "ild_error_db", "itd_error_ms", "iacc_error")
+
+
+def mel_rmse(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """(L/R-mean RMSE, L−R RMSE) of (2, M, T) ln-mels."""
+    lr = float(np.sqrt(((pred - gt) ** 2).mean(axis=(1, 2))).mean())
+    diff = float(np.sqrt((((pred[LEFT] - pred[RIGHT]) - (gt[LEFT] - gt[RIGHT])) ** 2).mean()))
+    return lr, diff
+
+
+def load_mels(mel_dir: str, split: str, name: str) -> np.ndarray:
+    return np.stack([np.load(os.path.join(mel_dir, side, split, f"{name}.npy")) for side in ("left", "right")])
+
+
+def cue_figure(name: str, gt: np.ndarray, pred: np.ndarray, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(gt.shape[1], pred.shape[1])
+    gt, pred = gt[:, :n], pred[:, :n]
+    fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True, constrained_layout=True)
+    for ax, series, unit in ((axes[0], ild_series, "ILD (dB, + = left louder)"), (axes[1], itd_series, "ITD (ms)")):
+        g, p = series(gt), series(pred)
+        t = frame_times(len(g))
+        ax.plot(t, g, label="ground truth", color="black")
+        ax.plot(t, p, label="model", color="tab:red")
+        ax.plot(t, np.zeros_like(t), label="mono copy", color="tab:blue", linestyle="--")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[1].set_xlabel("time (s)")
+    fig.suptitle(name, fontsize=10)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(args) -> str:
+    import matplotlib.pyplot as plt
+
+    model, ceiling = read_json(args.metrics_model), read_json(args.metrics_ceiling)
+    names = sorted(model["model"]["per_clip"])
+    mel_rows = {"model": [], "mono": []}
+    for name in names:
+        gt = load_mels(args.gt_mels, args.split, name)
+        pred = load_mels(args.pred_mels, args.split, name)
+        mono = mel_numpy(load_wav(os.path.join(args.mono_wavs, f"{name}.wav"), sampling_rate=22050, channels=1), MelConfig())
+        mel_rows["model"].append(mel_rmse(pred, gt))
+        mel_rows["mono"].append(mel_rmse(np.stack([mono, mono]), gt))
+    os.makedirs(args.out_dir, exist_ok=True)
+    figures = []
+    for name in names[: args.clips]:
+        gt, pred = load_mels(args.gt_mels, args.split, name), load_mels(args.pred_mels, args.split, name)
+        fig = mel_figure({"name": name, "gt": gt, "pred": pred})
+        fig.savefig(os.path.join(args.out_dir, f"mels_{name}.png"), dpi=80)
+        plt.close(fig)
+        gt_wav = load_wav(os.path.join(args.gt_wavs, f"{name}.wav"), sampling_rate=22050, channels=2)
+        pred_wav = load_wav(os.path.join(args.pred_wavs, f"{name}.wav"), sampling_rate=22050, channels=2)
+        cue_figure(name, gt_wav, pred_wav, os.path.join(args.out_dir, f"cues_{name}.png"))
+        figures += [f"mels_{name}.png", f"cues_{name}.png"]
+
+    def cell(doc, key, metric):
+        v = doc[key]["mean"].get(metric)
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = [
+        "# DiffBinaural demo report", "",
+        f"{len(names)} test clip(s) of the synthetic dataset. Lower is better except `snr` and `pesq`.", "",
+        "## Waveform metrics (`evaluate.py`)", "",
+        "| metric | model | mono-copy baseline | vocoder on GT mels (Stage 2 ceiling) |", "|---|---|---|---|",
+    ]
+    for m in ROWS:
+        lines.append(f"| `{m}` | {cell(model, 'model', m)} | {cell(model, 'mono_baseline', m)} | "
+                     f"{cell(ceiling, 'model', m)} |")
+    mean = {k: np.mean(np.array(v), axis=0) for k, v in mel_rows.items()}
+    lines += [
+        "", "## Stage 1 mel distances (RMSE of ln-mels, whole clips)", "",
+        "| | model | mono-copy baseline |", "|---|---|---|",
+        f"| L/R mel distance | {mean['model'][0]:.4f} | {mean['mono'][0]:.4f} |",
+        f"| L−R mel distance | {mean['model'][1]:.4f} | {mean['mono'][1]:.4f} |",
+        "", "## Figures", "",
+    ]
+    lines += [f"![{f}]({f})" for f in figures]
+    path = os.path.join(args.out_dir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    summary = {"mel_distance": dict(zip(("model", "mono"), (float(mean["model"][0]), float(mean["mono"][0])))),
+               "diff_distance": dict(zip(("model", "mono"), (float(mean["model"][1]), float(mean["mono"][1]))))}
+    with open(os.path.join(args.out_dir, "report_mels.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print("\n".join(lines[: lines.index("## Figures")]))
+    print(f"wrote {path}")
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--metrics_model", required=True, help="evaluate.py JSON of the model's wavs")
+    p.add_argument("--metrics_ceiling", required=True, help="evaluate.py JSON of the vocoder on GT mels")
+    p.add_argument("--pred_mels", required=True, help="mel dir of test_realBinaural.py --mode test")
+    p.add_argument("--gt_mels", required=True, help="mel dir of test_realBinaural.py --mode gt")
+    p.add_argument("--pred_wavs", required=True)
+    p.add_argument("--gt_wavs", required=True)
+    p.add_argument("--mono_wavs", required=True, help="the mono inputs (the baseline's mel)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--clips", type=int, default=2, help="clips to draw")
+    write_report(p.parse_args())
+
+
+if __name__ == "__main__":
+    cli_main(main)
