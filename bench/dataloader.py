@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
 import torch
+from common import machine
 from torch.utils.data import DataLoader, RandomSampler
 
 from DiffBinaural.dataset import build_dataset, layout
@@ -48,19 +48,6 @@ SIZES = {
 }
 KINDS = ("realbinaural", "fairplay")
 CLIP_SECONDS = 10.0
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} CPU cores"
-    if torch.cuda.is_available():
-        text = f"{torch.cuda.get_device_name(0)}; {text}"
-    return text
 
 
 def ensure_data(kind: str, root: str | None, base: str, num_clips: int) -> str:

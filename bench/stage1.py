@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
 
 import torch
+from common import machine
 
 from DiffBinaural.modules.unet import UNet
 
@@ -32,12 +32,6 @@ SIZES = {
 }
 M = F = 80
 TOKENS = 15  # 3 frames x 5 sources
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
 def _sync(device):

@@ -14,24 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
 
 import torch
+from common import machine
 
 from BigVGAN.bigvgan import BigVGAN, load_config
 
 CONFIGS = {"full": "bigvgan_binaural_22khz_80band_256x.json", "tiny": "bigvgan_tiny.json"}
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BigVGAN", "configs")
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
 
 
 def timed(model, mel, device, repeats: int) -> tuple[float, float, torch.Tensor]:
