@@ -59,7 +59,7 @@ demo: $(STAMP)
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode gt --list_test $(D)/splits/test.csv \
 		--output_dir $(DEMO)/mels_gt
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode test --list_test $(D)/splits/train.csv --split train \
-		--steps 5 --output_dir $(DEMO)/mels_pred
+		--steps 4 --window_hop 32 --window_batch 16 --output_dir $(DEMO)/mels_pred
 	@echo "== 4/6 vocoder: ground-truth mels, then scheduled sampling on the Stage 1 mels"
 	$(PY) BigVGAN/train_binaural_mel.py $(VOC) --checkpoint_path $(DEMO)/vocoder_gt --train_list $(D)/splits/train.csv \
 		--val_list $(D)/splits/val.csv --max_steps 200 --checkpoint_interval 200 --validation_interval 200
