@@ -59,12 +59,12 @@ demo: $(STAMP)
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode gt --list_test $(D)/splits/test.csv \
 		--output_dir $(DEMO)/mels_gt
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode test --list_test $(D)/splits/train.csv --split train \
-		--steps 4 --window_hop 32 --window_batch 16 --output_dir $(DEMO)/mels_pred
+		--steps 4 --window_hop 32 --window_batch 16 --output_dir $(DEMO)/mels_train
 	@echo "== 4/6 vocoder: ground-truth mels, then scheduled sampling on the Stage 1 mels"
 	$(PY) BigVGAN/train_binaural_mel.py $(VOC) --checkpoint_path $(DEMO)/vocoder_gt --train_list $(D)/splits/train.csv \
 		--val_list $(D)/splits/val.csv --max_steps 200 --checkpoint_interval 200 --validation_interval 200
 	$(PY) BigVGAN/train_binaural_both.py $(VOC) --checkpoint_path $(DEMO)/vocoder --use_scheduled_sampling \
-		--mel_pred_left_dir $(DEMO)/mels_pred/left/train --mel_pred_right_dir $(DEMO)/mels_pred/right/train \
+		--mel_pred_left_dir $(DEMO)/mels_train/left/train --mel_pred_right_dir $(DEMO)/mels_train/right/train \
 		--pretrained $(DEMO)/vocoder_gt/g_00000200 --ss_schedule "0:0.5 2:1" --val_list $(D)/splits/val.csv \
 		--max_steps 60 --checkpoint_interval 60 --validation_interval 60
 	@echo "== 5/6 binauralize the test clips (mel dirs -> wavs), and one clip end to end with binauralize.py"
