@@ -286,8 +286,10 @@ class VocoderTrainer:
             bar.close()
             if not done:
                 self.epoch += 1
-        self.save()
-        self.validate()
+        if self.step % a.checkpoint_interval:  # not saved/validated at this very step yet
+            self.save()
+        if self.step % a.validation_interval:
+            self.validate()
         if self.writer:
             self.writer.close()
 
