@@ -4,11 +4,11 @@ Design after NVIDIA BigVGAN (MIT) and alias-free-torch; code written anew. Param
 match the official ones (``act.alpha``, ``act.beta``, ``upsample.filter``, ``downsample.lowpass.filter``)
 so checkpoints are interchangeable.
 
-Computation: the official upsampler zero-stuffs the signal through a transposed convolution and
-crops it, so half of its multiply-adds hit zeros, and then pads and filters the 2T-long signal. Here
-the two polyphase components of the upsampled signal (6-tap filters f[0::2] and f[1::2] of the 12-tap
-Kaiser-sinc filter) are activated and decimated separately, without interleaving them. The result
-equals the reference formula (tested to 1e-5); measured speed is in ``bench/vocoder.py``.
+Computation: in eager mode the official chain (transposed convolution, Snake, strided low-pass),
+which is the fastest eager form on CPU. ``BigVGAN.compile_activations()`` switches every activation to
+:func:`polyphase_activation` under ``torch.compile``: the two polyphase components of the upsampled
+signal are filtered, activated and decimated in one fused pass (half the multiply-adds, no 2T-long
+intermediates). Both equal the official outputs (tested to 1e-5); speed in ``bench/vocoder.py``.
 """
 
 from __future__ import annotations
@@ -86,36 +86,29 @@ def kaiser_sinc_filter1d(cutoff: float, half_width: float, kernel_size: int) -> 
 
 
 class UpSample1d(nn.Module):
-    """x2 band-limited upsampling (B, C, T) -> (B, C, 2T); official result, polyphase computation."""
+    """x2 band-limited upsampling (B, C, T) -> (B, C, 2T), the official computation.
+
+    Zero-stuffing transposed convolution of the replicate-padded signal, cropped. Half of its
+    multiply-adds hit zeros, but on CPU this single depthwise call is still the fastest eager form
+    (measured against a polyphase form with two 6-tap convolutions: ~2x slower in eager PyTorch,
+    because of the extra calls and copies); the polyphase form pays off once fused, see
+    :func:`fused_activation`.
+    """
 
     def __init__(self, ratio: int = 2, kernel_size: int | None = None) -> None:
         super().__init__()
-        if ratio != 2:
-            raise ValueError("only ratio 2 is implemented (the one BigVGAN uses)")
         self.ratio = ratio
         self.kernel_size = kernel_size or int(6 * ratio // 2) * 2
-        if self.kernel_size % 4:
-            raise ValueError("kernel_size must be a multiple of 4 for the polyphase form")
+        self.pad = self.kernel_size // ratio - 1
+        self.crop_left = self.pad * ratio + (self.kernel_size - ratio) // 2
+        self.crop_right = self.pad * ratio + (self.kernel_size - ratio + 1) // 2
         self.register_buffer("filter", kaiser_sinc_filter1d(0.5 / ratio, 0.6 / ratio, self.kernel_size))
 
-    def polyphase_weight(self, channels: int) -> torch.Tensor:
-        """(2C, 1, K/2 + 1) depthwise weights: per channel [even phase, 0] and [0, odd phase].
-
-        Output sample 2i is Σ_p 2 f[2p] x[i - K/4 + p], sample 2i + 1 is Σ_p 2 f[2p + 1] x[i - K/4 + 1 + p]
-        (derived from the zero-stuffed transposed convolution with its 15-sample crop; f is symmetric).
-        """
-        f = self.ratio * self.filter.view(-1)
-        zero = f.new_zeros(1)
-        even = torch.cat([f[0::2], zero])
-        odd = torch.cat([zero, f[1::2]])
-        return torch.stack([even, odd]).repeat(channels, 1).unsqueeze(1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t = x.shape
-        pad = self.kernel_size // 4  # 3 for 12 taps: the polyphase filters reach 3 samples out
-        xp = F.pad(x, (pad, pad), mode="replicate")
-        y = F.conv1d(xp, self.polyphase_weight(c).to(x.dtype), groups=c)  # (B, 2C, T): [even, odd] per channel
-        return y.view(b, c, 2, t).transpose(2, 3).reshape(b, c, 2 * t)
+        c = x.shape[1]
+        y = F.pad(x, (self.pad, self.pad), mode="replicate")
+        y = self.ratio * F.conv_transpose1d(y, self.filter.to(x.dtype).expand(c, -1, -1), stride=self.ratio, groups=c)
+        return y[..., self.crop_left:-self.crop_right]
 
 
 class LowPassFilter1d(nn.Module):
@@ -149,7 +142,11 @@ class DownSample1d(nn.Module):
 
 
 class Activation1d(nn.Module):
-    """Anti-aliased activation: upsample x2, Snake/SnakeBeta, low-pass and decimate x2 (B, C, T) -> (B, C, T)."""
+    """Anti-aliased activation: upsample x2, Snake/SnakeBeta, low-pass and decimate x2 (B, C, T) -> (B, C, T).
+
+    ``fused = True`` (set by ``BigVGAN.compile_activations()``) computes the same function with
+    :func:`fused_activation`, one compiled pass instead of five tensor-sized passes.
+    """
 
     def __init__(self, activation: Snake, *, up_ratio: int = 2, down_ratio: int = 2, up_kernel_size: int = 12,
                  down_kernel_size: int = 12) -> None:
@@ -157,64 +154,59 @@ class Activation1d(nn.Module):
         self.act = activation
         self.upsample = UpSample1d(up_ratio, up_kernel_size)
         self.downsample = DownSample1d(down_ratio, down_kernel_size)
+        self.fused = False
+
+    def can_fuse(self) -> bool:
+        """The polyphase formula is written for BigVGAN's sizes: ratio 2 both ways, 12 taps."""
+        return (self.upsample.ratio, self.upsample.kernel_size, self.downsample.ratio,
+                self.downsample.kernel_size) == (2, 12, 2, 12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Polyphase path (ratio 2, 12 taps); other sizes take the plain module chain.
-
-        Same result as upsample -> snake -> downsample, without building the 2T-long interleaved
-        signal: both phases of the upsampled signal are filtered, activated and decimated separately.
-        Half the multiply-adds of the zero-stuffed transposed convolution, and no 2T-long copies.
-        """
         a, inv = self.act.coefficients()
-        if self.upsample.kernel_size != 12 or self.downsample.kernel_size != 12 or self.downsample.ratio != 2:
-            return self.downsample(snake(self.upsample(x), a, inv))
-        b, c, t = x.shape
-        f_up = self.upsample.ratio * self.upsample.filter.view(-1).to(x.dtype)
-        f_dn = self.downsample.lowpass.filter.view(-1).to(x.dtype)
-        # 1) x2 upsampling (replicate-padded by 3): y_even[i] = Σ_p 2f[2p] x[i-3+p], y_odd[i] = Σ_p 2f[2p+1] x[i-2+p]
-        xp = _edge_pad(x, 3, 3)
-        y = torch.stack([_fir(xp, f_up[0::2], 0, t), _fir(xp, f_up[1::2], 1, t)], dim=2)  # (B, C, 2, T)
-        # 2) Snake on both phases at once
-        sn = torch.mul(y, a.unsqueeze(2))
-        sn.sin_()
-        sn.square_()
-        out = torch.addcmul(y, sn, inv.unsqueeze(2))
-        # 3) The official replicate padding of the interleaved 2T signal, per phase: e0 (its first
-        # sample, an even one) on the left, oT (its last, an odd one) on the right.
-        first = out[:, :, 0:1, 0:1].expand(b, c, 2, 3)
-        last = out[:, :, 1:2, t - 1:t].expand(b, c, 2, 3)
-        padded = torch.cat([first, out, last], dim=-1)  # (B, C, 2, T + 6)
-        # 4) low-pass + decimate by 2, straight from the phases:
-        # z[i] = Σ_q f[2q+1] even[i-2+q] + Σ_q f[2q] odd[i-3+q], q = 0..5
-        z = _fir(padded[:, :, 0], f_dn[1::2], 1, t)
-        return z + _fir(padded[:, :, 1], f_dn[0::2], 0, t)
+        if self.fused:
+            f_up = self.upsample.ratio * self.upsample.filter.view(-1).to(x.dtype)
+            f_dn = self.downsample.lowpass.filter.view(-1).to(x.dtype)
+            return compiled_fused_activation()(x, f_up, f_dn, a.to(x.dtype), inv.to(x.dtype))
+        return self.downsample(snake(self.upsample(x), a, inv))
 
 
-def _edge_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """Replicate padding of the last axis (faster than F.pad(mode="replicate") on CPU)."""
+def polyphase_activation(x: torch.Tensor, f_up: torch.Tensor, f_dn: torch.Tensor, a: torch.Tensor,
+                         inv: torch.Tensor) -> torch.Tensor:
+    """Upsample x2 -> Snake -> low-pass + decimate x2 for 12-tap filters, from the two polyphase
+    components of the upsampled signal, never interleaving them. Equal to the module chain.
+
+    x (B, C, T); f_up = 2 · upsampling taps (12,); f_dn = low-pass taps (12,); a, inv (1, C, 1).
+    Written as sums of shifted slices so that ``torch.compile`` fuses everything into one loop
+    (eager PyTorch runs it slower than the chain: one pass per tap).
+
+    Derivation (f symmetric): the transposed convolution of the 3-sample replicate-padded x, cropped
+    by 15, gives y[2i] = Σ_p f_up[2p] xp[i + p] and y[2i+1] = Σ_p f_up[2p+1] xp[i + 1 + p] (p = 0..5).
+    The low-pass pads the 2T signal by 5 left / 6 right with its edge values and keeps every second
+    output: z[i] = Σ_q f_dn[2q+1] e[i + 1 + q] + Σ_q f_dn[2q] o[i + q], with e, o the even and odd
+    phases each padded by 3 with y[0] (left) and y[2T-1] (right).
+    """
+    t = x.shape[-1]
     lead = x.shape[:-1]
-    return torch.cat([x[..., :1].expand(*lead, left), x, x[..., -1:].expand(*lead, right)], dim=-1)
+    xp = torch.cat([x[..., :1].expand(*lead, 3), x, x[..., -1:].expand(*lead, 3)], dim=-1)
+    even = sum(f_up[2 * p] * xp[..., p:p + t] for p in range(6))
+    odd = sum(f_up[2 * p + 1] * xp[..., 1 + p:1 + p + t] for p in range(6))
+    even = even + inv * torch.sin(a * even) ** 2
+    odd = odd + inv * torch.sin(a * odd) ** 2
+    first, last = even[..., :1].expand(*lead, 3), odd[..., -1:].expand(*lead, 3)
+    e = torch.cat([first, even, last], dim=-1)
+    o = torch.cat([first, odd, last], dim=-1)
+    return (sum(f_dn[2 * q + 1] * e[..., 1 + q:1 + q + t] for q in range(6))
+            + sum(f_dn[2 * q] * o[..., q:q + t] for q in range(6)))
 
 
-def _fir(x: torch.Tensor, taps: torch.Tensor, start: int, length: int) -> torch.Tensor:
-    """Σ_p taps[p] · x[..., start + p : start + p + length]: the same short correlation on every
-    channel of ``x`` (..., C, T'), as one depthwise convolution."""
-    c, n = x.shape[-2], length + len(taps) - 1
-    flat = x[..., start:start + n].reshape(-1, c, n)
-    out = F.conv1d(flat, taps.view(1, 1, -1).expand(c, 1, -1), groups=c)
-    return out.view(*x.shape[:-1], length)
+_COMPILED = None
 
 
-def reference_activation1d(x: torch.Tensor, module: Activation1d) -> torch.Tensor:
-    """The official formula, written plainly (zero-stuffed transposed conv), for tests and benchmarks."""
-    c = x.shape[1]
-    up = module.upsample
-    pad = up.kernel_size // up.ratio - 1
-    crop_l = pad * up.ratio + (up.kernel_size - up.ratio) // 2
-    crop_r = pad * up.ratio + (up.kernel_size - up.ratio + 1) // 2
-    y = F.pad(x, (pad, pad), mode="replicate")
-    y = up.ratio * F.conv_transpose1d(y, up.filter.expand(c, -1, -1), stride=up.ratio, groups=c)
-    y = y[..., crop_l:-crop_r]
-    a, inv = module.act.coefficients()
-    y = y + inv * torch.sin(a * y) ** 2
-    return module.downsample(y)
+def compiled_fused_activation():
+    """:func:`polyphase_activation` through ``torch.compile`` (dynamic shapes: one compilation serves
+    every layer and input length). Inductor needs a C++ compiler on CPU and Triton on CUDA."""
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(polyphase_activation, dynamic=True)
+    return _COMPILED
+

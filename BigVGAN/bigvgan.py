@@ -170,6 +170,17 @@ class BigVGAN(nn.Module):
         _remove_wn(self.conv_pre)
         _remove_wn(self.conv_post)
 
+    def compile_activations(self, enable: bool = True) -> BigVGAN:
+        """Run every anti-aliased activation as one fused, ``torch.compile``d pass (same outputs to
+        float tolerance; several times faster than the eager chain, which is ~35 % of the generator's
+        CPU time). The first forward compiles (seconds; needs a C++ compiler on CPU, Triton on CUDA)."""
+        for m in self.modules():
+            if isinstance(m, Activation1d):
+                if enable and not m.can_fuse():
+                    raise ValueError("compile_activations() needs ratio-2, 12-tap anti-aliasing filters")
+                m.fused = enable
+        return self
+
     @classmethod
     def from_pretrained(cls, path: str, *, map_location: str | torch.device = "cpu") -> BigVGAN:
         """Load a LOCAL folder holding ``config.json`` + ``bigvgan_generator.pt`` (an HF snapshot

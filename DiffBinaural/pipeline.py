@@ -120,7 +120,8 @@ def binauralize(args) -> str:
     model, cfg = load_stage1(args.stage1, weights_unet=args.weights_unet, weights_frame=args.weights_frame,
                              map_location=device)
     model.to(device)
-    generator, _, mel_cfg = load_generator(args.vocoder, config=args.vocoder_config, device=device)
+    generator, _, mel_cfg = load_generator(args.vocoder, config=args.vocoder_config, device=device,
+                                          compile=args.compile)
     problem = mel_cfg.mismatch(cfg["mel"])
     if problem:
         raise BadInputError(args.vocoder, f"vocoder and Stage 1 use different mels: {problem}")

@@ -5,7 +5,8 @@
 For each config: wall time of one forward pass on a random mel of ``--seconds`` of audio (median of
 ``--repeats``), samples/s, real-time factor RTF = compute time / audio duration (< 1 is faster than
 real time), peak memory (CUDA: max allocated; CPU: growth of the process's max RSS), with weight norm
-and after ``remove_weight_norm()``, and the largest output difference between the two implementations.
+and after ``remove_weight_norm()``, for our generator in eager mode and with ``compile_activations()``
+(the first, compiling call is the untimed warm-up), and the largest output difference from NVIDIA's.
 The official column needs NVIDIA's ``bigvgan`` package (the dev extra); it is skipped without it.
 """
 
@@ -73,10 +74,9 @@ def bench(name: str, device, seconds: float, repeats: int) -> list[dict]:
     mel = torch.randn(1, h.num_mels, frames, generator=g).to(device)
     rows = []
     for wn in (True, False):
-        mine = BigVGAN(h)  # fresh copies: weight-normed modules cannot be deep-copied
-        mine.load_state_dict(state)
-        models = {"ours": mine, "official": official_copy(path, state)}
-        outs = {}
+        models = {"ours": fresh(h, state), "ours+compile": fresh(h, state).compile_activations(),
+                  "official": official_copy(path, state)}
+        outs, block = {}, []
         for impl, model in models.items():
             if model is None:
                 continue
@@ -84,14 +84,21 @@ def bench(name: str, device, seconds: float, repeats: int) -> list[dict]:
                 model.remove_weight_norm()
             sec, peak, outs[impl] = timed(model.eval().to(device), mel, device, repeats)
             audio_s = frames * h.hop_size / h.sampling_rate
-            rows.append({"config": name, "weight_norm": wn, "impl": impl, "seconds": sec,
-                         "samples_per_s": frames * h.hop_size / sec, "rtf": sec / audio_s, "peak_mem_MB": peak})
+            block.append({"config": name, "weight_norm": wn, "impl": impl, "seconds": sec,
+                          "samples_per_s": frames * h.hop_size / sec, "rtf": sec / audio_s, "peak_mem_MB": peak})
         if "official" in outs:
-            diff = (outs["ours"] - outs["official"]).abs().max().item()
-            for r in rows[-2:]:
-                r["max_abs_diff"] = diff
-                r["ours_over_official"] = rows[-2]["seconds"] / rows[-1]["seconds"]
+            for r in block:
+                r["max_abs_diff"] = (outs[r["impl"]] - outs["official"]).abs().max().item()
+                r["ours_over_official"] = r["seconds"] / block[-1]["seconds"]
+        rows += block
     return rows
+
+
+def fresh(h, state: dict) -> BigVGAN:
+    """A new copy with the given weights (weight-normed modules cannot be deep-copied)."""
+    model = BigVGAN(h)
+    model.load_state_dict(state)
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,10 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     rows = [r for name in args.configs for r in bench(name, device, args.seconds, args.repeats)]
     print(f"BigVGAN generator, {args.seconds:g} s of audio, on {machine()} ({device}), torch {torch.__version__}")
-    print(f"{'config':6} {'WN':>3} {'impl':9} {'seconds':>8} {'RTF':>7} {'kHz out':>8} {'peak MB':>8} "
+    print(f"{'config':6} {'WN':>3} {'impl':12} {'seconds':>8} {'RTF':>7} {'kHz out':>8} {'peak MB':>8} "
           f"{'ours/official':>13} {'max |diff|':>10}")
     for r in rows:
-        print(f"{r['config']:6} {'yes' if r['weight_norm'] else 'no':>3} {r['impl']:9} {r['seconds']:>8.3f} "
+        print(f"{r['config']:6} {'yes' if r['weight_norm'] else 'no':>3} {r['impl']:12} {r['seconds']:>8.3f} "
               f"{r['rtf']:>7.3f} {r['samples_per_s'] / 1e3:>8.1f} {r['peak_mem_MB']:>8.0f} "
               f"{r.get('ours_over_official', float('nan')):>13.2f} {r.get('max_abs_diff', float('nan')):>10.1e}")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"vocoder_{device.type}.json")
