@@ -25,6 +25,18 @@ from BigVGAN.audio import BadInputError
 
 REQUIRED_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
                  "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels", "activation", "snake_logscale")
+# Every key NVIDIA's code or configs use (all nine official configs load), plus this project's own
+# loss keys. Anything else is a typo that would silently fall back to a default: refused.
+KNOWN_KEYS = frozenset(REQUIRED_KEYS) | {
+    "num_gpus", "batch_size", "learning_rate", "adam_b1", "adam_b2", "lr_decay", "seed", "use_tanh_at_final",
+    "use_bias_at_final", "use_cuda_kernel", "use_cqtd_instead_of_mrd", "use_mbd_instead_of_mrd", "cqtd_filters",
+    "cqtd_max_filters", "cqtd_filters_scale", "cqtd_dilations", "cqtd_hop_lengths", "cqtd_n_octaves",
+    "cqtd_bins_per_octaves", "cqtd_in_channels", "cqtd_out_channels", "cqtd_normalize_volume", "mbd_fft_sizes",
+    "resolutions", "mpd_reshapes", "use_spectral_norm", "mrd_use_spectral_norm", "discriminator_channel_mult",
+    "mrd_channel_mult", "use_multiscale_melloss", "lambda_melloss", "clip_grad_norm", "segment_size", "num_freq",
+    "n_fft", "hop_size", "win_size", "sampling_rate", "fmin", "fmax", "fmax_for_loss", "num_workers",
+    "dist_config", "use_silence_aware_loss", "silence_threshold_db", "silence_weight", "silence_loss_scale",
+}
 
 
 class AttrDict(dict):
@@ -48,6 +60,9 @@ def load_config(path: str | os.PathLike) -> AttrDict:
     missing = [k for k in REQUIRED_KEYS if k not in h]
     if missing:
         raise BadInputError(path, f"missing config key(s): {', '.join(missing)}")
+    unknown = sorted(set(h) - KNOWN_KEYS)
+    if unknown:
+        raise BadInputError(path, f"unknown config key(s): {', '.join(unknown)}")
     if h.resblock not in ("1", "2"):
         raise BadInputError(path, f"resblock must be \"1\" or \"2\", got {h.resblock!r}")
     if h.activation not in ("snake", "snakebeta"):

@@ -58,7 +58,7 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
         text = str(err)
         if "GLOBAL" in text:  # torch's weights-only unpickler met a class/function reference
             reason = "refused: it contains Python objects that are not plain tensors/containers"
-        elif "central directory" in text or isinstance(err, EOFError):
+        elif "central directory" in text or isinstance(err, EOFError) or _truncated_zip(path):
             reason = "truncated or incomplete file"
         elif "Unsupported operand" in text or "invalid load key" in text:
             reason = "not a PyTorch checkpoint"
@@ -72,3 +72,12 @@ def scan_checkpoint(cp_dir: str | os.PathLike, prefix: str) -> str | None:
     pattern = re.compile(re.escape(prefix) + r"(\d{8})$")
     found = [p for p in glob.glob(os.path.join(os.fspath(cp_dir), prefix + "*")) if pattern.search(p)]
     return max(found, key=lambda p: int(pattern.search(p).group(1))) if found else None
+
+
+def _truncated_zip(path: str) -> bool:
+    """A file that starts like torch's zip format but is not a complete zip archive (cut-off write)."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" and not zipfile.is_zipfile(path)

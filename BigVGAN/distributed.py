@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.utils.data import DistributedSampler
 
 from BigVGAN.audio import BadInputError
 
@@ -141,6 +142,34 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     t = all_reduce_sum(t) / get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def all_ranks_finite(*values: float | torch.Tensor, device: torch.device) -> bool:
+    """True when every value is finite on every rank. All ranks get the same answer, so they all skip
+    (or all take) an optimizer step together; otherwise the replicas would drift apart."""
+    ok = all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in values)
+    flag = torch.tensor([float(ok)], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch part-way (exact resume after a kill).
+
+    ``start``: how many of this rank's indices of the current epoch to skip (batches already trained
+    before the checkpoint x batch size); the order itself depends only on (seed, epoch), as usual.
+    """
+
+    def __init__(self, dataset, **kwargs) -> None:
+        super().__init__(dataset, **kwargs)
+        self.start = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from BigVGAN import distributed as du
 from BigVGAN.audio import BadInputError
@@ -62,6 +61,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze_step", type=int, default=0, help="train only G for the first K steps")
     p.add_argument("--segment_size", type=int, default=None, help="training crop in samples (default: config)")
     p.add_argument("--skip_bad", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--max_nonfinite", type=int, default=10,
+                   help="non-finite losses/gradients in a row that are skipped before training stops")
 
 
 def parse_schedule(text: str) -> list[tuple[float, float]]:
@@ -126,8 +127,9 @@ class VocoderTrainer:
             names=read_names(args.val_list), segment_size=None, p_pred=1.0 if val_pred_dirs else 0.0, seed=seed,
             skip_bad=args.skip_bad)
         bs = args.batch_size_per_gpu or max(1, self.h.batch_size // self.world)
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                          seed=seed, drop_last=True)
+        self.bs = bs
+        self.sampler = du.ResumableSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                           seed=seed, drop_last=True)
         self.loader = DataLoader(self.train_set, batch_size=bs, sampler=self.sampler, num_workers=args.workers,
                                  drop_last=True, pin_memory=device.type == "cuda",
                                  generator=torch.Generator().manual_seed(seed))
@@ -144,7 +146,8 @@ class VocoderTrainer:
         # BigVGAN v2 decays the LR every step: 0.9999996^1M ~ 0.67
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=self.h.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=self.h.lr_decay)
-        self.step, self.epoch = 0, 0
+        self.step, self.epoch, self.batch_in_epoch, self.nonfinite = 0, 0, 0, 0
+        self.batches_per_epoch = len(self.loader)
         if not self._resume() and args.pretrained:
             self._load_pretrained(args.pretrained)
         ddp = dict(device_ids=[device.index]) if device.type == "cuda" else {}
@@ -184,6 +187,7 @@ class VocoderTrainer:
             self.sched_g.load_state_dict(do["sched_g"])
             self.sched_d.load_state_dict(do["sched_d"])
         self.step, self.epoch = int(do["steps"]), int(do["epoch"])
+        self.batch_in_epoch = int(do.get("batch_in_epoch", 0))  # absent in NVIDIA's do_ files: epoch start
         if "rng" in do:
             torch.set_rng_state(do["rng"][min(self.rank, len(do["rng"]) - 1)].cpu())
         log.info("resumed from %s / %s: step %d, epoch %d", g_path, do_path, self.step, self.epoch)
@@ -211,13 +215,19 @@ class VocoderTrainer:
             atomic_save({"mpd": self.discs["mpd"].state_dict(), "mrd": self.discs["mrd"].state_dict(),
                          "optim_g": self.optim_g.state_dict(), "optim_d": self.optim_d.state_dict(),
                          "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
-                         "steps": self.step, "epoch": self.epoch, "rng": rngs},
+                         "steps": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                         "rng": rngs},
                         os.path.join(cp, f"do_{self.step:08d}"))
             atomic_save({"generator": self.generator.state_dict()}, os.path.join(cp, f"g_{self.step:08d}"))
         du.barrier()
 
     # --- one step ------------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: dict) -> dict[str, float] | None:
+        """One discriminator update, then one generator update (BigVGAN's order).
+
+        Returns the scalars, or None when a non-finite loss or gradient made the step be skipped
+        (a non-finite D step skips the whole step; a non-finite G step skips G and the LR schedule).
+        """
         from BigVGAN.loss import discriminator_loss
 
         mel = batch["mel"].to(self.device, non_blocking=True)  # (B, M, F)
@@ -233,19 +243,40 @@ class VocoderTrainer:
                 loss_d = loss_d + ld
                 out[f"disc/{name}"] = ld.item()
             loss_d.backward()
-            out["disc/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.discs.parameters(), self.h.clip_grad_norm))
+            grad_d = torch.nn.utils.clip_grad_norm_(self.discs.parameters(), self.h.clip_grad_norm)
+            if not du.all_ranks_finite(loss_d.detach(), grad_d, device=self.device):
+                return self._skip(self.optim_d, "discriminator")
+            out["disc/grad_norm"] = float(grad_d)
             self.optim_d.step()
         self.optim_g.zero_grad(set_to_none=True)
         feats = {name: self.d[name](y, y_hat) for name in ("mpd", "mrd")}
         loss_g, parts = self.loss(y, y_hat, feats, adversarial=self.step >= self.args.freeze_step)
         loss_g.backward()
-        out["gen/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.h.clip_grad_norm))
+        grad_g = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.h.clip_grad_norm)
+        if not du.all_ranks_finite(loss_g.detach(), grad_g, device=self.device):
+            return self._skip(self.optim_g, "generator")
+        out["gen/grad_norm"] = float(grad_g)
         self.optim_g.step()
         self.sched_g.step()
         self.sched_d.step()
         self.step += 1
-        out.update({f"gen/{k}": float(v) for k, v in parts.items()}, **{"gen/total": float(loss_g)})
+        self.nonfinite = 0
+        out.update({f"gen/{k}": float(v) for k, v in parts.items()}, **{"gen/total": float(loss_g.detach())})
         return out
+
+    def _skip(self, optim: torch.optim.Optimizer, what: str) -> None:
+        """Drop a non-finite update, count it, and stop after ``--max_nonfinite`` in a row."""
+        optim.zero_grad(set_to_none=True)
+        self.nonfinite += 1
+        log.warning("non-finite %s loss or gradient at epoch %d step %d: step skipped (%d in a row)",
+                    what, self.epoch, self.step, self.nonfinite)
+        if self.writer:
+            self.writer.add_scalar("train/nonfinite_skips", self.nonfinite, self.step)
+        if self.nonfinite > self.args.max_nonfinite:
+            last = scan_checkpoint(self.args.checkpoint_path, "g_")
+            raise RuntimeError(f"{self.args.max_nonfinite + 1} non-finite steps in a row at epoch {self.epoch}, "
+                               f"step {self.step}; last good checkpoint is {last}")
+        return None
 
     # --- loop ----------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -257,16 +288,19 @@ class VocoderTrainer:
             p = scheduled_probability(self.epoch, self.schedule) if self.schedule else None
             self.train_set.set_epoch(self.epoch, p)
             self.sampler.set_epoch(self.epoch)
+            self.sampler.start = self.batch_in_epoch * self.bs  # resumed part-way: skip what was trained
             if p is not None and self.writer:
                 self.writer.add_scalar("train/p_pred", p, self.step)
-            bar = tqdm(self.loader, disable=not self.is_main, desc=f"epoch {self.epoch}", leave=False, dynamic_ncols=True)
+            bar = tqdm(self.loader, disable=not self.is_main, desc=f"epoch {self.epoch}", leave=False,
+                       dynamic_ncols=True, initial=self.batch_in_epoch, total=self.batches_per_epoch)
             t0 = time.time()
             for batch in bar:
+                self.batch_in_epoch += 1
                 scalars = self.train_step(batch)
+                if scalars is None:
+                    continue
                 scalars["train/pred_fraction"] = float(batch["used_pred"].float().mean())
                 scalars = du.all_reduce_mean(scalars, self.device)
-                if not all(math.isfinite(v) for v in scalars.values()):
-                    raise RuntimeError(f"non-finite vocoder loss at step {self.step}: {scalars}")
                 bar.set_postfix(mel=f"{scalars.get('gen/mel', float('nan')):.3f}")
                 if self.writer and self.step % a.summary_interval == 0:
                     for k, v in scalars.items():
@@ -284,8 +318,9 @@ class VocoderTrainer:
                     done = True
                     break
             bar.close()
-            if not done:
+            if not done or self.batch_in_epoch >= self.batches_per_epoch:
                 self.epoch += 1
+                self.batch_in_epoch = 0
         if self.step % a.checkpoint_interval:  # not saved/validated at this very step yet
             self.save()
         if self.step % a.validation_interval:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from BigVGAN import distributed as du
 from BigVGAN.checkpoint import atomic_save, safe_load
@@ -39,20 +39,6 @@ from DiffBinaural.utils.ema import EMA
 from DiffBinaural.utils.validation import log_validation, validate
 
 log = logging.getLogger("DiffBinaural")
-
-
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch part-way (exact resume after a kill)."""
-
-    def __init__(self, dataset, **kwargs) -> None:
-        super().__init__(dataset, **kwargs)
-        self.start = 0
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
-
-    def __len__(self) -> int:
-        return super().__len__() - self.start
 
 
 def setup_logging(rank: int, log_file: str | None = None) -> None:
@@ -118,7 +104,7 @@ class Stage1Trainer:
         train_list = self.train_set
         if args.dup_trainset > 1:
             train_list = torch.utils.data.ConcatDataset([self.train_set] * args.dup_trainset)
-        self.sampler = ResumableSampler(train_list, num_replicas=self.world, rank=self.rank, shuffle=True,
+        self.sampler = du.ResumableSampler(train_list, num_replicas=self.world, rank=self.rank, shuffle=True,
                                         seed=args.seed, drop_last=True)
         # The loader's own generator: creating an epoch's iterator must not consume the global RNG,
         # or a run resumed mid-epoch would see different dropout draws than an uninterrupted one.
@@ -197,11 +183,8 @@ class Stage1Trainer:
                 acc[0], acc[1] = acc[0] + float(s), acc[1] + float(c)
         self.scaler.unscale_(self.opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.args.grad_clip)
-        finite = torch.tensor([float(math.isfinite(totals["loss"]) and torch.isfinite(grad_norm).item())],
-                              device=self.device)
-        if self.world > 1:  # every rank must take the same decision, or the replicas drift apart
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if finite.item() < 1 and self.amp_dtype != torch.float16:
+        finite = du.all_ranks_finite(totals["loss"], grad_norm, device=self.device)
+        if not finite and self.amp_dtype != torch.float16:
             self.opt.zero_grad(set_to_none=True)
             self.nonfinite += 1
             log.warning("non-finite loss or gradient at epoch %d step %d: step skipped (%d in a row)",

@@ -12,7 +12,6 @@ import logging
 import os
 import pickle
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import _proc
 import numpy as np
 import pytest
 import soundfile as sf
@@ -43,7 +43,6 @@ RUN = ["--batch_size_per_gpu", "1", "--num_epoch", "1000", "--eval_epoch", "1000
        "--disp_iter", "1000", "--seed", "7", *TINY]
 KILL_FLAGS = ["--save_every", "1", "--max_steps", "14"]
 BAD_CLIP = "synth_000002"  # in the train split of the fixture below (train: 2, 3, 5, 8; val: 6, 7; test: 1, 4)
-TEMP_NAME = re.compile(r"\.tmp\d+(\.npy)?$")  # atomic_save / atomic_write_text / save_clip_mels temp files
 RUN_FILES = {"config.json", "state_latest.pth", "unet_latest.pth", "frame_latest.pth", "unet_best.pth",
              "frame_best.pth", "train.log", "tb"}
 
@@ -72,21 +71,9 @@ def reference(data, tmp_path_factory):
     return ckpt / "run"
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 def _script(script: str, args: list, timeout: float = 240, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=_env(**env), cwd=REPO)
-
-
-def _lines(stderr: str) -> list[str]:
-    """Non-empty stderr lines (tqdm's carriage-return redraws count as separate lines)."""
-    return [ln for ln in re.split(r"[\r\n]+", stderr) if ln.strip()]
+                          timeout=timeout, env=_proc.env(**env), cwd=REPO)
 
 
 def _assert_finite(state: dict) -> None:
@@ -100,7 +87,7 @@ def _check_run_dir(run_dir) -> list[str]:
     temps = []
     for name in sorted(os.listdir(run_dir)):
         path = os.path.join(run_dir, name)
-        if TEMP_NAME.search(name):
+        if _proc.TEMP_NAME.search(name):
             temps.append(name)
             continue
         assert name in RUN_FILES, f"unexpected file {name} in {run_dir}"
@@ -113,29 +100,6 @@ def _check_run_dir(run_dir) -> list[str]:
 
 
 # --- kill-safe training ----------------------------------------------------------------------------
-
-
-def _start(cmd: list, log, **env) -> subprocess.Popen:
-    """Start a command with stderr to the file ``log`` (a pipe nobody reads could block the child)."""
-    with open(log, "a") as f:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, text=True, cwd=REPO, env=_env(**env))
-
-
-def _wait_until(cond, proc: subprocess.Popen, what: str, log, timeout: float = 180.0, poll: float = 0.0005) -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if proc.poll() is not None:
-            raise AssertionError(f"the command exited (code {proc.returncode}) before {what}:\n"
-                                 + open(log).read()[-3000:])
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(poll)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def _state_step(run_dir) -> int:
@@ -153,12 +117,12 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data,
     log = tmp_path / "stderr.log"
 
     def start(*extra):
-        return _start([*cmd, *extra], log)
+        return _proc.start([*cmd, *extra], log)
 
     # 1. as soon as the first state file exists
     proc = start()
-    _wait_until(state.exists, proc, "the first state_latest.pth", log)
-    _kill(proc)
+    _proc.wait_until(state.exists, proc, "the first state_latest.pth", log)
+    _proc.kill(proc)
     _check_run_dir(run_dir)
     steps = [_state_step(run_dir)]
 
@@ -168,9 +132,9 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data,
     for _ in range(3):
         before = set(_check_run_dir(run_dir))
         proc = start("--resume")
-        _wait_until(lambda before=before: any(TEMP_NAME.search(n) and n not in before for n in os.listdir(run_dir)),
+        _proc.wait_until(lambda before=before: any(_proc.TEMP_NAME.search(n) and n not in before for n in os.listdir(run_dir)),
                     proc, "a checkpoint write", log)
-        _kill(proc)
+        _proc.kill(proc)
         left = set(_check_run_dir(run_dir)) - before
         steps.append(_state_step(run_dir))
         if left:
@@ -188,9 +152,9 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data,
             pass
         return len(mtimes) >= 3
 
-    _wait_until(saved_twice, proc, "two more saves", log)
+    _proc.wait_until(saved_twice, proc, "two more saves", log)
     time.sleep(rng.uniform(0.0, 0.15))
-    _kill(proc)
+    _proc.kill(proc)
     _check_run_dir(run_dir)
     steps.append(_state_step(run_dir))
     assert steps == sorted(steps) and steps[-1] >= steps[0] + 2, steps
@@ -506,7 +470,7 @@ def bad_runs(data, reference, tmp_path_factory):
 ])
 def test_bad_input_stops_with_one_error_line(bad_runs, case):
     proc, path, problem, out = bad_runs[case]
-    lines = _lines(proc.stderr)
+    lines = _proc.lines(proc.stderr)
     assert proc.returncode != 0, f"{case}: exit code 0\n{proc.stderr[-2000:]}"
     assert "Traceback" not in proc.stderr, f"{case}: traceback\n{proc.stderr[-4000:]}"
     assert lines and lines[-1].startswith("error: "), f"{case}: last line {lines[-1:]}"
@@ -520,7 +484,7 @@ def test_bad_input_stops_with_one_error_line(bad_runs, case):
                                   "weights_unet_not_a_state_dict"])
 def test_bad_weights_give_exactly_one_stderr_line(bad_runs, case):
     proc, path, problem, _ = bad_runs[case]
-    lines = _lines(proc.stderr)
+    lines = _proc.lines(proc.stderr)
     assert proc.returncode != 0
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"error: {path}: ") and problem in lines[0], lines[0]
@@ -530,7 +494,7 @@ def test_bad_weights_give_exactly_one_stderr_line(bad_runs, case):
 def test_skip_bad_trains_on_and_counts_in_one_line(bad_runs):
     proc = bad_runs["skip_bad"][0]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = [ln for ln in _lines(proc.stderr) if "skipped" in ln]
+    summary = [ln for ln in _proc.lines(proc.stderr) if "skipped" in ln]
     assert len(summary) == 1, summary
     assert "RealBinauralDataset(train): skipped 2 of 4 clips" in summary[0]
     assert "missing file: 1" in summary[0] and "wrong sample rate: 1" in summary[0]
@@ -574,10 +538,10 @@ def test_a_dead_worker_ends_the_whole_job(data, tmp_path):
     ckpt = tmp_path / "ck"
     cmd = [sys.executable, TRAIN, *_flags(data, ckpt, "--num_gpus", "2", "--save_every", "1", "--max_steps", "100000")]
     log = tmp_path / "stderr.log"
-    proc = _start(cmd, log, DIFFBINAURAL_DIST_TIMEOUT="20")
+    proc = _proc.start(cmd, log, DIFFBINAURAL_DIST_TIMEOUT="20")
     workers: list[int] = []
     try:
-        _wait_until((ckpt / "run" / "state_latest.pth").exists, proc, "the first save of the 2-worker run", log,
+        _proc.wait_until((ckpt / "run" / "state_latest.pth").exists, proc, "the first save of the 2-worker run", log,
                     poll=0.05)
         workers = [pid for _, pid, cmdline in _children(proc.pid) if "spawn_main" in cmdline]
         assert len(workers) == 2, _children(proc.pid)
@@ -608,10 +572,10 @@ def test_a_hung_worker_ends_the_whole_job_after_the_timeout(data, tmp_path):
     ckpt = tmp_path / "ck"
     cmd = [sys.executable, TRAIN, *_flags(data, ckpt, "--num_gpus", "2", "--save_every", "1", "--max_steps", "100000")]
     log = tmp_path / "stderr.log"
-    proc = _start(cmd, log, DIFFBINAURAL_DIST_TIMEOUT="20")
+    proc = _proc.start(cmd, log, DIFFBINAURAL_DIST_TIMEOUT="20")
     workers: list[int] = []
     try:
-        _wait_until((ckpt / "run" / "state_latest.pth").exists, proc, "the first save of the 2-worker run", log,
+        _proc.wait_until((ckpt / "run" / "state_latest.pth").exists, proc, "the first save of the 2-worker run", log,
                     poll=0.05)
         workers = [pid for _, pid, cmdline in _children(proc.pid) if "spawn_main" in cmdline]
         assert len(workers) == 2, _children(proc.pid)
