@@ -113,6 +113,9 @@ def _filterbank_and_window(cfg: MelConfig, device: torch.device) -> tuple[torch.
     return _FILTERBANK_CACHE[key]
 
 
+MEL_BLOCK_FRAMES = 512  # frames per STFT block in mel_spectrogram (~2 MB of spectrum per channel)
+
+
 def mel_spectrogram(wav: torch.Tensor, cfg: MelConfig, *, padded: bool = False) -> torch.Tensor:
     """Natural-log mel of a waveform.
 
@@ -127,19 +130,35 @@ def mel_spectrogram(wav: torch.Tensor, cfg: MelConfig, *, padded: bool = False) 
         ``(..., num_mels, S // hop_size)`` float32 ln-mel (S without the context when ``padded``).
     """
     lead = wav.shape[:-1]
-    x = wav.reshape(-1, wav.shape[-1]).float()  # (B', S): reflect padding only takes 2-D/3-D input
-    pad = (cfg.n_fft - cfg.hop_size) // 2
-    if x.shape[-1] <= pad:
-        raise ValueError(f"waveform of {x.shape[-1]} samples is too short for a {cfg.n_fft}-point mel")
+    x = wav.reshape(-1, wav.shape[-1]).float()  # (B', S)
+    pad = 0 if padded else (cfg.n_fft - cfg.hop_size) // 2
+    if wav.shape[-1] <= (cfg.n_fft - cfg.hop_size) // 2:
+        raise ValueError(f"waveform of {wav.shape[-1]} samples is too short for a {cfg.n_fft}-point mel")
     basis, window = _filterbank_and_window(cfg, x.device)
-    if not padded:
-        x = torch.nn.functional.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
-    spec = torch.stft(
-        x, cfg.n_fft, hop_length=cfg.hop_size, win_length=cfg.win_size, window=window,
-        center=False, normalized=False, onesided=True, return_complex=True,
-    )  # (B', n_fft // 2 + 1, frames)
-    mag = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
-    mel = torch.log(torch.clamp(basis @ mag, min=LOG_CLAMP))
+    # Frame k of the reflect-padded signal xp sees xp[k * hop : k * hop + n_fft] (center=False), so a
+    # long input is transformed in blocks of frames, each cut from x and reflect-padded only where it
+    # touches the ends: the same values as one pass, with memory bounded by one block instead of the
+    # input length (a 5-minute stereo clip would otherwise hold ~1 GB of spectrum and a padded copy).
+    total = x.shape[-1] + 2 * pad
+    frames = max((total - cfg.n_fft) // cfg.hop_size + 1, 1)
+    out = None
+    for a in range(0, frames, MEL_BLOCK_FRAMES):
+        b = min(frames, a + MEL_BLOCK_FRAMES)
+        lo, hi = a * cfg.hop_size - pad, (b - 1) * cfg.hop_size + cfg.n_fft - pad  # in x's samples
+        seg = x[:, max(lo, 0):min(hi, x.shape[-1])]
+        if lo < 0 or hi > x.shape[-1]:
+            seg = torch.nn.functional.pad(seg.unsqueeze(1), (max(-lo, 0), max(hi - x.shape[-1], 0)),
+                                          mode="reflect").squeeze(1)  # reflect pad takes 2-D/3-D input
+        spec = torch.stft(seg, cfg.n_fft, hop_length=cfg.hop_size, win_length=cfg.win_size, window=window,
+                          center=False, normalized=False, onesided=True, return_complex=True)
+        mag = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)  # (B', n_fft // 2 + 1, b - a)
+        block = torch.log(torch.clamp(basis @ mag, min=LOG_CLAMP))
+        if a == 0 and b == frames:
+            out = block
+        else:
+            out = x.new_empty(x.shape[0], cfg.num_mels, frames) if out is None else out
+            out[..., a:b] = block
+    mel = out
     return mel.reshape(*lead, cfg.num_mels, mel.shape[-1])
 
 

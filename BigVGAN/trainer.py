@@ -8,7 +8,8 @@ optional silence-aware mel term (``BigVGAN.loss``).
 
 Checkpoints keep NVIDIA's format in ``--checkpoint_path``: ``g_{step:08d}`` = ``{"generator": ...}``
 and ``do_{step:08d}`` = discriminators + optimizers + schedulers + steps + epoch, written atomically
-by rank 0; the newest complete pair is resumed automatically. The config is copied to
+by rank 0; the newest complete pair is resumed automatically, at the batch of the epoch where it was
+saved (``batch_in_epoch``), so a killed run continues exactly. The config is copied to
 ``config.json`` beside them. Same process model as Stage 1 (:mod:`BigVGAN.distributed`).
 """
 

@@ -137,11 +137,12 @@ def binauralize(args) -> str:
             data_root=work, list_csv=layout.rb_split_csv(work, "test"), split="test", mel_cfg=mel_cfg,
             segment_frames=None, num_frames=cfg["num_frames"], max_sources=cfg["max_sources"],
             image_size=cfg["img_size"], fps=cfg["fps"], seed=args.seed)
-        item = dataset[0]
+        # keep only the mono mel: the item also holds whole-clip audio (and the placeholder's mels)
+        mono_mel = dataset[0]["mono_mel"].clone()  # (1, M, F)
         sampler = build_sampler(build_diffusion(cfg), SimpleNamespace(
             sampler=args.sampler, steps=args.steps, eta=0.0, guidance_scale=args.guidance_scale))
         mel = generate_clip(
-            model, sampler, mono_mel=item["mono_mel"],
+            model, sampler, mono_mel=mono_mel,
             visual_fn=lambda s, n: dataset.visual_inputs(0, s * hop, n * hop), window=cfg["segment_frames"],
             hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
             seed=args.seed, device=device)

@@ -304,3 +304,9 @@ def test_both_scripts_train_two_steps_then_resume(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     wav, sr = sf.read(out / "c0.wav")
     assert sr == 22050 and wav.shape == (np.load(mels / "left" / "train" / "c0.npy").shape[1] * 256, 2)
+    # --compile (fused activations) writes the same wavs, to 1 LSB of 16-bit PCM
+    r = _script("inference.py", "--checkpoint_file", ck / "g_00000003", "--mel_left_dir", mels / "left" / "train",
+                "--mel_right_dir", mels / "right" / "train", "--output_dir", tmp_path / "wavs_compiled", "--compile")
+    assert r.returncode == 0, r.stderr[-3000:]
+    fused, _ = sf.read(tmp_path / "wavs_compiled" / "c0.wav", dtype="int16")
+    assert np.abs(fused.astype(int) - sf.read(out / "c0.wav", dtype="int16")[0].astype(int)).max() <= 1

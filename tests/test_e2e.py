@@ -89,16 +89,25 @@ def test_whole_pipeline(tmp_path):
     out, sr = sf.read(tmp_path / "out.wav")
     assert sr == 48000 and out.shape[1] == 2 and abs(out.shape[0] - round((44100 + 123) * 48000 / 44100)) <= 2
 
-    # a video shorter than the audio, and a silent input, are one line each
+    # a video shorter than the audio, a silent or clipped input, a missing or undecodable video: one line each
     sf.write(tmp_path / "long.wav", np.tile(mono, 3), 22050)
     sf.write(tmp_path / "silent.wav", np.zeros(22050, np.float32), 22050)
-    for wav, problem in (("long.wav", "shorter than the audio"), ("silent.wav", "input is silent")):
-        proc = subprocess.run([sys.executable, "binauralize.py", "--mono", tmp_path / wav, "--video", tmp_path / "clip.mp4",
+    sf.write(tmp_path / "clipped.wav", np.sign(np.sin(np.arange(22050) / 10)).astype(np.float32), 22050)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    short = tmp_path / "short.wav"
+    sf.write(short, mono[:11025], 22050)
+    cases = [("long.wav", "clip.mp4", "long.wav", "shorter than the audio"),
+             ("silent.wav", "clip.mp4", "silent.wav", "input is silent"),
+             ("clipped.wav", "clip.mp4", "clipped.wav", "input is clipped"),
+             ("short.wav", "missing.mp4", "missing.mp4", "not found"),
+             ("short.wav", "broken.mp4", "broken.mp4", "")]
+    for wav, video, named, problem in cases:
+        proc = subprocess.run([sys.executable, "binauralize.py", "--mono", tmp_path / wav, "--video", tmp_path / video,
                                "--stage1", ck / "s1", "--vocoder", g, "--out", tmp_path / "x.wav"],
                               capture_output=True, text=True, cwd=REPO, timeout=300)
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert proc.returncode == 2 and len(lines) == 1 and problem in lines[0], proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr and not (tmp_path / "x.wav").exists()
+        assert named in lines[0] and "Traceback" not in proc.stderr and not (tmp_path / "x.wav").exists()
 
     _run("DiffBinaural/evaluate.py", "--pred_dir", tmp_path / "wavs", "--gt_dir",
          data / "processed" / "binaural_audios_22050Hz", "--out", tmp_path / "metrics.json", "--no-pesq")

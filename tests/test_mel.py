@@ -72,6 +72,21 @@ def test_batch_dims_and_channel_order_are_kept():
     torch.testing.assert_close(mel[1, 0], mel_spectrogram(left, CFG))
 
 
+@pytest.mark.parametrize("frames", [50, 64, 65, 130, 200])
+def test_long_inputs_in_blocks_equal_one_pass(frames, monkeypatch):
+    """Blocks of 64 frames (boundaries inside, at and one past a block) give the one-pass mel and the
+    independent computation; a wrong block offset would shift or duplicate frames."""
+    import BigVGAN.meldataset as md
+
+    wav = torch.randn(2, frames * 256 + 100, generator=torch.Generator().manual_seed(frames)) * 0.2
+    whole = mel_spectrogram(wav, CFG)
+    monkeypatch.setattr(md, "MEL_BLOCK_FRAMES", 64)
+    blocked = mel_spectrogram(wav, CFG)
+    assert blocked.shape == whole.shape == (2, 80, frames)
+    torch.testing.assert_close(blocked, whole, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(blocked[1].numpy(), _independent_mel(wav[1].numpy()), atol=1e-5, rtol=0)
+
+
 def test_matches_nvidia_bigvgan_oracle():
     oracle = pytest.importorskip("bigvgan.meldataset")
     wav = torch.randn(2, 16384) * 0.2
