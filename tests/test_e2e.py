@@ -96,7 +96,7 @@ def test_whole_pipeline(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     short = tmp_path / "short.wav"
     sf.write(short, mono[:11025], 22050)
-    cases = [("long.wav", "clip.mp4", "long.wav", "shorter than the audio"),
+    cases = [("long.wav", "clip.mp4", "clip.mp4", "shorter than the audio"),
              ("silent.wav", "clip.mp4", "silent.wav", "input is silent"),
              ("clipped.wav", "clip.mp4", "clipped.wav", "input is clipped"),
              ("short.wav", "missing.mp4", "missing.mp4", "not found"),
