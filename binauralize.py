@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--window_hop", type=int, default=None, help="Stage 1 window stride in frames")
     p.add_argument("--window_batch", type=int, default=8, help="Stage 1 windows sampled together")
     p.add_argument("--chunk_frames", type=int, default=512, help="vocoder chunk in mel frames")
+    p.add_argument("--stream_frames", type=int, default=4096,
+                   help="mel frames generated per piece (rounded to --chunk_frames); memory is bounded by this, "
+                        "the output does not depend on it")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="vocoder with fused torch.compile'd activations (faster after a one-time compile)")
     args = p.parse_args()

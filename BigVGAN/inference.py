@@ -45,24 +45,42 @@ def load_generator(checkpoint_file: str, *, config: str | None = None, device: s
     return generator.eval().to(device), h, MelConfig.from_dict(dict(h), source=config)
 
 
+CONTEXT_FRAMES = 32  # mel frames of context on each side of a vocoder chunk
+
+
 @torch.no_grad()
-def iter_vocode(generator, mel: torch.Tensor, *, hop: int, chunk_frames: int = 512, context_frames: int = 32):
+def iter_vocode(generator, mel: torch.Tensor, *, hop: int, chunk_frames: int = 512,
+                context_frames: int = CONTEXT_FRAMES, frames: tuple[int, int] | None = None, mel_offset: int = 0,
+                total: int | None = None):
     """Yield the waveform of (C, M, T) ln-mels chunk by chunk: (C, chunk * hop) tensors, in order.
 
     Each chunk of ``chunk_frames`` frames is vocoded with ``context_frames`` of neighbouring mel on
     both sides and only its own samples are kept: memory stays bounded whatever T is, and the result
     equals a one-pass output up to the generator's (small) dependence on frames further away.
+
+    Streaming a longer clip piece by piece: ``mel`` may hold only the frames ``[mel_offset, ...)`` of a
+    clip of ``total`` frames, and ``frames = (f0, f1)`` (on multiples of ``chunk_frames``) selects the
+    chunks to vocode; ``mel`` must then cover ``[f0 - context, f1 + context)`` within the clip. The
+    chunks and their context are the whole clip's, so the samples are the same as in one call.
     """
     device = next(generator.parameters()).device
-    total = mel.shape[-1]
-    for start in range(0, total, chunk_frames):
-        stop = min(total, start + chunk_frames)
+    total = mel_offset + mel.shape[-1] if total is None else total
+    f0, f1 = frames or (0, total)
+    if f0 % chunk_frames or (f1 % chunk_frames and f1 != total):
+        raise ValueError(f"frames {(f0, f1)} must start and end on multiples of chunk_frames {chunk_frames} "
+                         f"(or end with the clip)")
+    if mel_offset > max(0, f0 - context_frames) or mel_offset + mel.shape[-1] < min(total, f1 + context_frames):
+        raise ValueError(f"mel frames [{mel_offset}, {mel_offset + mel.shape[-1]}) do not cover frames {f0}..{f1} "
+                         f"with {context_frames} frames of context")
+    for start in range(f0, f1, chunk_frames):
+        stop = min(f1, start + chunk_frames)
         lo, hi = max(0, start - context_frames), min(total, stop + context_frames)
-        wav = generator(mel[:, :, lo:hi].to(device)).float().cpu()[:, 0]  # (C, (hi - lo) * hop)
+        wav = generator(mel[:, :, lo - mel_offset:hi - mel_offset].to(device)).float().cpu()[:, 0]  # (C, (hi-lo)*hop)
         yield wav[:, (start - lo) * hop:(stop - lo) * hop]
 
 
-def vocode(generator, mel: torch.Tensor, *, hop: int, chunk_frames: int = 512, context_frames: int = 32) -> torch.Tensor:
+def vocode(generator, mel: torch.Tensor, *, hop: int, chunk_frames: int = 512,
+           context_frames: int = CONTEXT_FRAMES) -> torch.Tensor:
     """(C, M, T) ln-mels -> (C, T * hop) waveforms (the C channels go through the generator as a batch)."""
     return torch.cat(list(iter_vocode(generator, mel, hop=hop, chunk_frames=chunk_frames,
                                       context_frames=context_frames)), dim=1)

@@ -34,28 +34,38 @@ MEL_DIR_FORMAT_VERSION = 1
 @torch.no_grad()
 def generate_clip(
     model: Stage1Model, sampler, *, mono_mel: torch.Tensor, visual_fn, window: int, hop: int,
-    batch_windows: int, seed: int, device: torch.device,
+    batch_windows: int, seed: int, device: torch.device, frames: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Left/right ln-mels of a whole clip.
+    """Left/right ln-mels of a whole clip, or of the frames ``[f0, f1)`` of it.
 
     Args:
         mono_mel: (1, M, T) ln-mel of the whole mono clip.
         visual_fn: ``visual_fn(start_frame, num_frames) -> (frames, positions, mask)`` for a window
             (shapes as in :mod:`DiffBinaural.dataset.base`, without the batch dim).
         window, hop: window length and stride in frames.
-        batch_windows: windows sampled together.
-        seed: window ``k`` uses noise seeded by ``(seed, k)``: same seed, same output.
+        batch_windows: windows sampled together (window i is in batch i // batch_windows).
+        seed: window ``i`` uses noise seeded by ``(seed, i)``: same seed, same output.
+        frames: ``(f0, f1)``: compute only the windows that touch these frames (with the rest of
+            their batches) and return those frames. The windows, batches and seeds are the
+            whole clip's, so the result equals the whole-clip result sliced ``[..., f0:f1]``; a long
+            clip can be generated piece by piece with bounded memory.
 
     Returns:
-        (2, M, T) ln-mel, channel 0 = left.
+        (2, M, f1 - f0) ln-mel (default: the whole clip, T frames), channel 0 = left.
     """
     total = mono_mel.shape[-1]
+    f0, f1 = frames or (0, total)
+    if not 0 <= f0 < f1 <= total:
+        raise ValueError(f"frames {(f0, f1)} outside the clip's [0, {total})")
     padded = pad_frames(normalize_mel(mono_mel), window) if total < window else normalize_mel(mono_mel)
     starts = window_starts(total, window=window, hop=hop)
     overlap = min(window - hop, window // 2) if len(starts) > 1 else 0
     weights = crossfade_weights(window, overlap)
+    touching = [i for i, s in enumerate(starts) if s < f1 and s + window > f0]  # consecutive indices
+    first = touching[0] // batch_windows * batch_windows
+    last = min(len(starts), (touching[-1] // batch_windows + 1) * batch_windows)
     chunks = []
-    for b in range(0, len(starts), batch_windows):
+    for b in range(first, last, batch_windows):
         group = starts[b:b + batch_windows]
         visual = [visual_fn(s, window) for s in group]
         kwargs = {
@@ -66,8 +76,11 @@ def generate_clip(
         }
         gens = [torch.Generator().manual_seed(seed * 1_000_003 + b + k) for k in range(len(group))]
         chunks.append(sample_mels(model, sampler, kwargs, generator=gens).float().cpu())
-    x = overlap_add(torch.cat(chunks), starts, max(total, window), weights)  # (2, M, max(T, window))
-    return denormalize_mel(x[..., :total])
+    # windows first..last-1 are consecutive, so they cover [lo, hi) without a gap, and every frame of
+    # [f0, f1) gets all of its windows in the same order as in the whole clip: the same sums
+    lo, hi = starts[first], max(s + window for s in starts[first:last])
+    x = overlap_add(torch.cat(chunks), [s - lo for s in starts[first:last]], hi - lo, weights)
+    return denormalize_mel(x[..., f0 - lo:f1 - lo])
 
 
 def mel_dir_paths(out_dir: str, split: str, name: str) -> list[str]:

@@ -3,9 +3,11 @@
 Steps: read the mono audio (any rate and channel count: down-mixed, resampled to 22050 Hz), refuse
 silent or clipped input, decode the video with PyAV at the model's frame rate into a temporary
 RealBinaural layout (or use a given frames folder), optionally with the user's detection boxes,
-generate the left/right mels with sliding windows (:func:`DiffBinaural.inference.generate_clip`), and
-vocode them in chunks straight into the output file, so that memory does not grow with the input's
-length beyond a few small per-frame arrays. The output has exactly the input's duration.
+then, piece by piece (``--stream_frames``), generate the left/right mels with sliding windows
+(:func:`DiffBinaural.inference.generate_clip` on a frame range) and vocode them in chunks straight into
+the output file. The pieces use the whole clip's windows, noise seeds and vocoder chunks, so the
+output does not depend on the piece size, and memory grows only with the input audio and its mono
+mel (~0.1 MB per second), not with the generated mels. The output has exactly the input's duration.
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ def _count_frames(frames_dir: str) -> int:
 
 
 def build_layout(work: str, *, name: str, mono: np.ndarray, sr: int, hop: int, fps: float, video: str | None,
-                 frames_dir: str | None, boxes_csv: str | None) -> None:
-    """A one-clip RealBinaural layout in ``work`` that the Stage 1 dataset can read.
+                 frames_dir: str | None, boxes_csv: str | None) -> np.ndarray:
+    """A one-clip RealBinaural layout in ``work`` that the Stage 1 dataset can read; returns the padded
+    mono signal that was written.
 
     The mono wav is padded at the end to a whole number of hops (reflection) so the mels cover every
     input sample; the binaural file the layout requires is a placeholder (the mono on both channels)
@@ -105,13 +108,15 @@ def build_layout(work: str, *, name: str, mono: np.ndarray, sr: int, hop: int, f
     os.makedirs(os.path.dirname(split), exist_ok=True)
     with open(split, "w") as f:
         f.write(f"name\n{name}\n")
+    return padded
 
 
 def binauralize(args) -> str:
     """Run the whole pipeline for the flags of ``binauralize.py``; returns the output path."""
     from types import SimpleNamespace
 
-    from BigVGAN.inference import load_generator
+    from BigVGAN.inference import CONTEXT_FRAMES, iter_vocode, load_generator
+    from BigVGAN.meldataset import mel_spectrogram
     from DiffBinaural.dataset.real_binaural import RealBinauralDataset
     from DiffBinaural.inference import generate_clip
     from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
@@ -127,41 +132,52 @@ def binauralize(args) -> str:
         raise BadInputError(args.vocoder, f"vocoder and Stage 1 use different mels: {problem}")
     sr, hop = mel_cfg.sampling_rate, mel_cfg.hop_size
     mono = read_mono(args.mono, sr)
-    log.info("input: %.2f s; Stage 1 %s, vocoder %s, device %s", len(mono) / sr, args.stage1, args.vocoder, device)
+    num_samples = len(mono)
+    log.info("input: %.2f s; Stage 1 %s, vocoder %s, device %s", num_samples / sr, args.stage1, args.vocoder, device)
     work = tempfile.mkdtemp(prefix="binauralize_")
     try:
         name = "clip"
-        build_layout(work, name=name, mono=mono, sr=sr, hop=hop, fps=cfg["fps"], video=args.video,
-                     frames_dir=args.frames, boxes_csv=args.boxes)
+        padded = build_layout(work, name=name, mono=mono, sr=sr, hop=hop, fps=cfg["fps"], video=args.video,
+                              frames_dir=args.frames, boxes_csv=args.boxes)
+        del mono
+        # the whole clip's mono mel (the dataset's whole-clip mel of the same file); the dataset itself
+        # only serves the visual inputs of each window
+        mono_mel = mel_spectrogram(torch.from_numpy(padded)[None], mel_cfg)  # (1, M, T)
+        del padded
         dataset = RealBinauralDataset(
             data_root=work, list_csv=layout.rb_split_csv(work, "test"), split="test", mel_cfg=mel_cfg,
             segment_frames=None, num_frames=cfg["num_frames"], max_sources=cfg["max_sources"],
             image_size=cfg["img_size"], fps=cfg["fps"], seed=args.seed)
-        # keep only the mono mel: the item also holds whole-clip audio (and the placeholder's mels)
-        mono_mel = dataset[0]["mono_mel"].clone()  # (1, M, F)
         sampler = build_sampler(build_diffusion(cfg), SimpleNamespace(
             sampler=args.sampler, steps=args.steps, eta=0.0, guidance_scale=args.guidance_scale))
-        mel = generate_clip(
-            model, sampler, mono_mel=mono_mel,
-            visual_fn=lambda s, n: dataset.visual_inputs(0, s * hop, n * hop), window=cfg["segment_frames"],
-            hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
-            seed=args.seed, device=device)
-        out_sr = args.out_sr or sr
-        _write_vocoded(args.out, generator, mel, hop=hop, sr=sr, out_sr=out_sr, num_samples=len(mono),
-                       chunk_frames=args.chunk_frames)
+        total, chunk = mono_mel.shape[-1], args.chunk_frames
+        step = chunk * max(1, args.stream_frames // chunk)  # pieces on the vocoder's chunk grid
+
+        def pieces():
+            """Stage 1 then the vocoder, piece by piece: each piece of mel is generated with the vocoder's
+            context around it, so nothing of clip length is held but the mono mel (equal to one pass)."""
+            for f0 in range(0, total, step):
+                f1 = min(total, f0 + step)
+                m0, m1 = max(0, f0 - CONTEXT_FRAMES), min(total, f1 + CONTEXT_FRAMES)
+                mel = generate_clip(
+                    model, sampler, mono_mel=mono_mel,
+                    visual_fn=lambda s, n: dataset.visual_inputs(0, s * hop, n * hop), window=cfg["segment_frames"],
+                    hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
+                    seed=args.seed, device=device, frames=(m0, m1))
+                yield from iter_vocode(generator, mel, hop=hop, chunk_frames=chunk, frames=(f0, f1), mel_offset=m0,
+                                       total=total)
+
+        _write_stream(args.out, pieces(), sr=sr, out_sr=args.out_sr or sr, num_samples=num_samples)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info("wrote %s (%.2f s, 2 channels, %d Hz)", args.out, len(mono) / sr, args.out_sr or sr)
+    log.info("wrote %s (%.2f s, 2 channels, %d Hz)", args.out, num_samples / sr, args.out_sr or sr)
     return args.out
 
 
-def _write_vocoded(out: str, generator, mel: torch.Tensor, *, hop: int, sr: int, out_sr: int, num_samples: int,
-                   chunk_frames: int) -> None:
-    """Vocode (2, M, T) chunk by chunk into ``out`` (temp file + rename), cut to ``num_samples`` at ``sr``."""
-
+def _write_stream(out: str, chunks, *, sr: int, out_sr: int, num_samples: int) -> None:
+    """Write (2, n) waveform chunks at ``sr`` into ``out`` (temp file + rename) as they come, cut to
+    ``num_samples`` samples at ``sr`` and resampled to ``out_sr``."""
     import soxr
-
-    from BigVGAN.inference import iter_vocode
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.tmp{os.getpid()}.wav"
@@ -170,16 +186,19 @@ def _write_vocoded(out: str, generator, mel: torch.Tensor, *, hop: int, sr: int,
     stream = soxr.ResampleStream(sr, out_sr, 2, dtype="float32") if out_sr != sr else None
     try:
         with sf.SoundFile(tmp, "w", samplerate=out_sr, channels=2, subtype="PCM_16") as f:
-            chunks = iter_vocode(generator, mel, hop=hop, chunk_frames=chunk_frames)
-            for k, wav in enumerate(chunks):
+            it = iter(chunks)
+            wav = next(it, None)
+            while wav is not None:
+                following = next(it, None)  # one chunk ahead: the resampler must know the last one
                 wav = np.ascontiguousarray(wav[:, :max(0, num_samples - done)].numpy().T)  # (n, 2)
                 done += len(wav)
-                last = done >= num_samples or (k + 1) * chunk_frames >= mel.shape[-1]
+                last = following is None or done >= num_samples
                 if stream is not None:
                     wav = stream.resample_chunk(wav, last=last)
                 f.write(np.clip(wav, -1.0, 1.0))
                 if last:
                     break
+                wav = following
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

@@ -1,6 +1,7 @@
 """Diffusion process, samplers (golden tests with oracle / dummy networks), EMA and overlap-add."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -353,3 +354,59 @@ def test_pad_frames_modes():
     assert pad_frames(x, 3) is x
     with pytest.raises(ValueError):
         pad_frames(x, 20, "reflect")
+
+
+def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
+    """Pieces of a clip (ranges inside, across and at the ends, batches cut by the range) give exactly
+    the whole clip's frames: same windows, batches, seeds and overlap-add sums."""
+    from types import SimpleNamespace
+
+    from DiffBinaural.inference import generate_clip
+    from DiffBinaural.model import Stage1Model, build_diffusion, build_sampler
+    from DiffBinaural.utils.arguments import model_config, train_parser
+
+    args = train_parser("t").parse_args([
+        "--data_root", "-", "--list_train", "-", "--list_val", "-", "--unet_channels", "16", "--unet_mults", "1", "2",
+        "--attn_levels", "1", "--num_res_blocks", "1", "--norm_groups", "8", "--context_dim", "32", "--num_heads", "2",
+        "--img_size", "16", "--num_frames", "2", "--max_sources", "2", "--segment_frames", "16"])
+    cfg = model_config(args)
+    model = Stage1Model(cfg).eval()
+    sampler = build_sampler(build_diffusion(cfg), SimpleNamespace(sampler="ddim", steps=2, eta=0.0, guidance_scale=1.0))
+
+    def visual_fn(start, n):  # depends on the window's position, as real frames do
+        g = torch.Generator().manual_seed(start)
+        return (torch.rand(2, 2, 3, 16, 16, generator=g), torch.rand(2, 2, 2, generator=g),
+                torch.zeros(2, 2, dtype=torch.bool))
+
+    mono = torch.randn(1, 80, 75, generator=torch.Generator().manual_seed(0)) - 4
+    run = dict(model=model, sampler=sampler, mono_mel=mono, visual_fn=visual_fn, window=16, hop=8, batch_windows=3,
+               seed=5, device=torch.device("cpu"))
+    whole = generate_clip(**run)
+    assert whole.shape == (2, 80, 75)
+    for f0, f1 in [(0, 75), (0, 10), (10, 30), (29, 31), (40, 75), (74, 75)]:
+        torch.testing.assert_close(generate_clip(**run, frames=(f0, f1)), whole[..., f0:f1], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="outside the clip"):
+        generate_clip(**run, frames=(70, 80))
+
+
+def test_iter_vocode_on_frame_ranges_equals_one_call():
+    from BigVGAN.bigvgan import BigVGAN, load_config
+    from BigVGAN.inference import iter_vocode, vocode
+    from BigVGAN.meldataset import DEFAULT_CONFIG
+
+    tiny = os.path.join(os.path.dirname(DEFAULT_CONFIG), "bigvgan_tiny.json")
+    g = BigVGAN(load_config(tiny)).eval()
+    mel = torch.randn(2, 80, 50, generator=torch.Generator().manual_seed(1)) - 4
+    whole = vocode(g, mel, hop=256, chunk_frames=8, context_frames=3)
+    assert whole.shape == (2, 50 * 256)
+    pieces = []
+    for f0, f1 in [(0, 16), (16, 24), (24, 50)]:
+        m0, m1 = max(0, f0 - 3), min(50, f1 + 3)
+        pieces += list(iter_vocode(g, mel[..., m0:m1], hop=256, chunk_frames=8, context_frames=3, frames=(f0, f1),
+                                   mel_offset=m0, total=50))
+    torch.testing.assert_close(torch.cat(pieces, dim=1), whole, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="do not cover"):
+        next(iter_vocode(g, mel[..., 14:30], hop=256, chunk_frames=8, context_frames=3, frames=(16, 24),
+                         mel_offset=14, total=50))
+    with pytest.raises(ValueError, match="multiples of chunk_frames"):
+        next(iter_vocode(g, mel, hop=256, chunk_frames=8, frames=(4, 16)))

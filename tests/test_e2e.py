@@ -88,6 +88,12 @@ def test_whole_pipeline(tmp_path):
          "--vocoder", g, "--out", tmp_path / "out.wav", "--out_sr", 48000, "--steps", 2, "--chunk_frames", 40)
     out, sr = sf.read(tmp_path / "out.wav")
     assert sr == 48000 and out.shape[1] == 2 and abs(out.shape[0] - round((44100 + 123) * 48000 / 44100)) <= 2
+    # generated piece by piece (3 pieces of 40 frames): the very same samples
+    _run("binauralize.py", "--mono", tmp_path / "in.wav", "--video", tmp_path / "clip.mp4", "--stage1", ck / "s1",
+         "--vocoder", g, "--out", tmp_path / "out_pieces.wav", "--out_sr", 48000, "--steps", 2, "--chunk_frames", 40,
+         "--stream_frames", 40)
+    pieces, _ = sf.read(tmp_path / "out_pieces.wav")
+    np.testing.assert_array_equal(pieces, out)
 
     # a video shorter than the audio, a silent or clipped input, a missing or undecodable video: one line each
     sf.write(tmp_path / "long.wav", np.tile(mono, 3), 22050)
