@@ -70,7 +70,10 @@ def build_layout(work: str, *, name: str, mono: np.ndarray, sr: int, hop: int, f
     paths = layout.rb_paths(work, name)
     padded = np.pad(mono, (0, -len(mono) % hop), mode="reflect")
     save_wav(paths["mono"], padded, sr, subtype="FLOAT")
-    save_wav(paths["binaural"], np.stack([padded, padded]), sr, subtype="FLOAT")
+    os.makedirs(os.path.dirname(paths["binaural"]), exist_ok=True)
+    with sf.SoundFile(paths["binaural"], "w", samplerate=sr, channels=2, subtype="FLOAT") as f:
+        for a in range(0, len(padded), 1 << 16):  # in blocks: no second, stereo copy of a long input
+            f.write(np.repeat(padded[a:a + (1 << 16), None], 2, axis=1))
     if video is not None:
         from DiffBinaural.prepare_frames import extract_frames
 
