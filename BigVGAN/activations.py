@@ -13,6 +13,7 @@ intermediates). Both equal the official outputs (tested to 1e-5); speed in ``ben
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -92,7 +93,7 @@ class UpSample1d(nn.Module):
     multiply-adds hit zeros, but on CPU this single depthwise call is still the fastest eager form
     (measured against a polyphase form with two 6-tap convolutions: ~2x slower in eager PyTorch,
     because of the extra calls and copies); the polyphase form pays off once fused, see
-    :func:`fused_activation`.
+    :func:`polyphase_activation`.
     """
 
     def __init__(self, ratio: int = 2, kernel_size: int | None = None) -> None:
@@ -145,7 +146,8 @@ class Activation1d(nn.Module):
     """Anti-aliased activation: upsample x2, Snake/SnakeBeta, low-pass and decimate x2 (B, C, T) -> (B, C, T).
 
     ``fused = True`` (set by ``BigVGAN.compile_activations()``) computes the same function with
-    :func:`fused_activation`, one compiled pass instead of five tensor-sized passes.
+    :func:`polyphase_activation` compiled (:func:`compiled_fused_activation`), one fused pass instead
+    of five tensor-sized passes.
     """
 
     def __init__(self, activation: Snake, *, up_ratio: int = 2, down_ratio: int = 2, up_kernel_size: int = 12,
@@ -199,14 +201,9 @@ def polyphase_activation(x: torch.Tensor, f_up: torch.Tensor, f_dn: torch.Tensor
             + sum(f_dn[2 * q] * o[..., q:q + t] for q in range(6)))
 
 
-_COMPILED = None
-
-
+@functools.cache
 def compiled_fused_activation():
-    """:func:`polyphase_activation` through ``torch.compile`` (dynamic shapes: one compilation serves
-    every layer and input length). Inductor needs a C++ compiler on CPU and Triton on CUDA."""
-    global _COMPILED
-    if _COMPILED is None:
-        _COMPILED = torch.compile(polyphase_activation, dynamic=True)
-    return _COMPILED
+    """:func:`polyphase_activation` through ``torch.compile``, built once (dynamic shapes: one
+    compilation serves every layer and input length). Inductor needs a C++ compiler on CPU, Triton on CUDA."""
+    return torch.compile(polyphase_activation, dynamic=True)
 

@@ -97,8 +97,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--chunk_frames", type=int, default=512)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="fused torch.compile'd activations: ~1.3-1.9x faster on CPU after a one-time compile "
-                        "of 10-60 s (needs a C++ compiler; Triton on CUDA)")
+                   help="fused torch.compile'd activations: ~1.2x (full) to 1.8x (tiny) faster on CPU after a one-time "
+                        "compile of 5-15 s (needs a C++ compiler; Triton on CUDA)")
     args = p.parse_args()
     generator, _, cfg = load_generator(args.checkpoint_file, config=args.config, device=args.device,
                                        compile=args.compile)

@@ -128,7 +128,6 @@ class VocoderTrainer:
             names=read_names(args.val_list), segment_size=None, p_pred=1.0 if val_pred_dirs else 0.0, seed=seed,
             skip_bad=args.skip_bad)
         bs = args.batch_size_per_gpu or max(1, self.h.batch_size // self.world)
-        self.bs = bs
         self.sampler = du.ResumableSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                            seed=seed, drop_last=True)
         self.loader = DataLoader(self.train_set, batch_size=bs, sampler=self.sampler, num_workers=args.workers,
@@ -289,7 +288,7 @@ class VocoderTrainer:
             p = scheduled_probability(self.epoch, self.schedule) if self.schedule else None
             self.train_set.set_epoch(self.epoch, p)
             self.sampler.set_epoch(self.epoch)
-            self.sampler.start = self.batch_in_epoch * self.bs  # resumed part-way: skip what was trained
+            self.sampler.start = self.batch_in_epoch * self.loader.batch_size  # resumed part-way: skip what was trained
             if p is not None and self.writer:
                 self.writer.add_scalar("train/p_pred", p, self.step)
             bar = tqdm(self.loader, disable=not self.is_main, desc=f"epoch {self.epoch}", leave=False,

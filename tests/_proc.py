@@ -46,3 +46,22 @@ def wait_until(cond, proc: subprocess.Popen, what: str, log, timeout: float = 18
 def kill(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+def kill_during_write(start, folder, check, step, log, *, tries: int) -> list[int]:
+    """Start a run (``start()``) and SIGKILL it while it writes a checkpoint, i.e. once a new temp file
+    exists in ``folder``; repeat until a kill leaves that temp file behind, which proves it landed
+    mid-write (a finished write renames it). ``check(folder)`` validates every file under a real name
+    and returns the temp files; returns ``step()`` read after each kill."""
+    steps = []
+    for _ in range(tries):
+        before = set(os.listdir(folder))
+        proc = start()
+        wait_until(lambda before=before: any(TEMP_NAME.search(n) and n not in before for n in os.listdir(folder)), proc,
+                   "a checkpoint write", log)
+        kill(proc)
+        left = set(check(folder)) - before
+        steps.append(step())
+        if left:
+            return steps
+    raise AssertionError(f"{tries} kills in a row missed the checkpoint write")

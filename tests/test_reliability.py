@@ -126,20 +126,9 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(data,
     _check_run_dir(run_dir)
     steps = [_state_step(run_dir)]
 
-    # 2. while a checkpoint is being written: a new temp file appeared and is not yet renamed. A temp
-    # file left behind proves the kill landed mid-write (a finished write renames it); retry if not.
-    left: set[str] = set()
-    for _ in range(3):
-        before = set(_check_run_dir(run_dir))
-        proc = start("--resume")
-        _proc.wait_until(lambda before=before: any(_proc.TEMP_NAME.search(n) and n not in before for n in os.listdir(run_dir)),
-                    proc, "a checkpoint write", log)
-        _proc.kill(proc)
-        left = set(_check_run_dir(run_dir)) - before
-        steps.append(_state_step(run_dir))
-        if left:
-            break
-    assert left, "three kills in a row missed the checkpoint write"
+    # 2. while a checkpoint is being written (a temp file left behind proves it)
+    steps += _proc.kill_during_write(lambda: start("--resume"), run_dir, _check_run_dir,
+                                     lambda: _state_step(run_dir), log, tries=3)
 
     # 3. at a random moment after two more saves
     proc = start("--resume")

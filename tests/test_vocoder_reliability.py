@@ -87,19 +87,9 @@ def test_vocoder_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weigh
     _proc.kill(proc)
     _check_ckpt_dir(ck)
     steps = [_steps(ck)]
-    # 2. during a checkpoint write: a temp file left behind proves the kill landed mid-write
-    left: set[str] = set()
-    for _ in range(5):
-        before = set(os.listdir(ck))
-        proc = _proc.start(cmd, log)
-        _proc.wait_until(lambda before=before: any(_proc.TEMP_NAME.search(n) and n not in before
-                                                   for n in os.listdir(ck)), proc, "a checkpoint write", log)
-        _proc.kill(proc)
-        left = set(_check_ckpt_dir(ck)) - before
-        steps.append(_steps(ck))
-        if left:
-            break
-    assert left, "five kills in a row missed the checkpoint write"
+    # 2. during a checkpoint write (a temp file left behind proves it)
+    steps += _proc.kill_during_write(lambda: _proc.start(cmd, log), ck, _check_ckpt_dir, lambda: _steps(ck), log,
+                                     tries=5)
     # 3. at a random moment after two more steps
     proc = _proc.start(cmd, log)
     target = steps[-1] + 2
