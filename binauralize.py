@@ -13,6 +13,7 @@ index); without it the whole frame is the visual input. Any length, any input ra
 import argparse
 
 from BigVGAN.audio import cli_main
+from BigVGAN.inference import add_speed_flags
 from DiffBinaural.pipeline import binauralize
 
 
@@ -41,8 +42,7 @@ def main() -> None:
     p.add_argument("--stream_frames", type=int, default=4096,
                    help="mel frames generated per piece (rounded to --chunk_frames); memory is bounded by this, "
                         "the output does not depend on it")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="vocoder with fused torch.compile'd activations (faster after a one-time compile)")
+    add_speed_flags(p)
     args = p.parse_args()
     import logging
 

@@ -22,6 +22,7 @@ from torch.nn.utils import weight_norm as _weight_norm
 
 from BigVGAN.activations import Activation1d, Snake, SnakeBeta
 from BigVGAN.audio import BadInputError
+from BigVGAN.packed_conv import Conv1d, ConvTranspose1d, packing_available
 
 REQUIRED_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
                  "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels", "activation", "snake_logscale")
@@ -97,10 +98,10 @@ class AMPBlock1(nn.Module):
     def __init__(self, h: AttrDict, channels: int, kernel_size: int = 3, dilation: tuple = (1, 3, 5)) -> None:
         super().__init__()
         self.convs1 = nn.ModuleList(
-            weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=(kernel_size * d - d) // 2))
+            weight_norm(Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=(kernel_size * d - d) // 2))
             for d in dilation)
         self.convs2 = nn.ModuleList(
-            weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=1, padding=(kernel_size - 1) // 2))
+            weight_norm(Conv1d(channels, channels, kernel_size, 1, dilation=1, padding=(kernel_size - 1) // 2))
             for _ in dilation)
         # even-indexed activations feed convs1, odd-indexed feed convs2 (the official pairing)
         self.activations = nn.ModuleList(_activation(h, channels) for _ in range(2 * len(dilation)))
@@ -121,7 +122,7 @@ class AMPBlock2(nn.Module):
     def __init__(self, h: AttrDict, channels: int, kernel_size: int = 3, dilation: tuple = (1, 3, 5)) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
-            weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=(kernel_size * d - d) // 2))
+            weight_norm(Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=(kernel_size * d - d) // 2))
             for d in dilation)
         self.activations = nn.ModuleList(_activation(h, channels) for _ in dilation)
 
@@ -149,10 +150,10 @@ class BigVGAN(nn.Module):
         self.num_kernels = len(h.resblock_kernel_sizes)
         self.num_upsamples = len(h.upsample_rates)
         c0 = h.upsample_initial_channel
-        self.conv_pre = weight_norm(nn.Conv1d(h.num_mels, c0, 7, 1, padding=3))
+        self.conv_pre = weight_norm(Conv1d(h.num_mels, c0, 7, 1, padding=3))
         block = AMPBlock1 if h.resblock == "1" else AMPBlock2
         self.ups = nn.ModuleList(
-            nn.ModuleList([weight_norm(nn.ConvTranspose1d(c0 // 2**i, c0 // 2 ** (i + 1), k, u, padding=(k - u) // 2))])
+            nn.ModuleList([weight_norm(ConvTranspose1d(c0 // 2**i, c0 // 2 ** (i + 1), k, u, padding=(k - u) // 2))])
             for i, (u, k) in enumerate(zip(h.upsample_rates, h.upsample_kernel_sizes)))
         self.resblocks = nn.ModuleList(
             block(h, c0 // 2 ** (i + 1), k, tuple(d))
@@ -162,7 +163,7 @@ class BigVGAN(nn.Module):
         self.activation_post = _activation(h, ch)
         self.use_bias_at_final = h.get("use_bias_at_final", True)
         self.use_tanh_at_final = h.get("use_tanh_at_final", True)
-        self.conv_post = weight_norm(nn.Conv1d(ch, 1, 7, 1, padding=3, bias=self.use_bias_at_final))
+        self.conv_post = weight_norm(Conv1d(ch, 1, 7, 1, padding=3, bias=self.use_bias_at_final))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         x = self.conv_pre(mel)
@@ -184,6 +185,17 @@ class BigVGAN(nn.Module):
             blk.remove_weight_norm()
         _remove_wn(self.conv_pre)
         _remove_wn(self.conv_post)
+
+    def pack_convolutions(self, enable: bool = True) -> BigVGAN:
+        """CPU inference: every convolution reorders its weight for oneDNN once instead of on every
+        call (:mod:`BigVGAN.packed_conv`; same outputs to float rounding). Takes effect after
+        ``remove_weight_norm()`` and without autograd; a no-op on CUDA or without oneDNN."""
+        enable = enable and packing_available()
+        for m in self.modules():
+            if isinstance(m, (Conv1d, ConvTranspose1d)):
+                m.packed = enable
+                m._cache = None
+        return self
 
     def compile_activations(self, enable: bool = True) -> BigVGAN:
         """Run every anti-aliased activation as one fused, ``torch.compile``d pass (same outputs to

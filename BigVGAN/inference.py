@@ -23,9 +23,11 @@ from BigVGAN.meldataset import MelConfig, check_mel_dir, load_mel_file
 
 
 def load_generator(checkpoint_file: str, *, config: str | None = None, device: str | torch.device = "cpu",
-                   compile: bool = False):
+                   compile: bool = False, pack: bool = True):
     """Generator from a ``g_XXXXXXXX`` / ``bigvgan_generator.pt`` file, weight norm removed, eval mode;
-    ``compile``: fused ``torch.compile``d activations (``BigVGAN.compile_activations``).
+    ``compile``: fused ``torch.compile``d activations (``BigVGAN.compile_activations``); ``pack``: CPU
+    convolutions on weights pre-packed for oneDNN (``BigVGAN.pack_convolutions``; a second copy of
+    the weights in memory).
 
     Returns (generator, h, mel_cfg).
     """
@@ -42,7 +44,18 @@ def load_generator(checkpoint_file: str, *, config: str | None = None, device: s
         raise BadInputError(checkpoint_file, f"generator weights do not fit {config} ({str(err).splitlines()[0]})") from None
     generator.remove_weight_norm()
     generator.compile_activations(compile)
+    generator.pack_convolutions(pack)
     return generator.eval().to(device), h, MelConfig.from_dict(dict(h), source=config)
+
+
+def add_speed_flags(p: argparse.ArgumentParser) -> None:
+    """``--compile`` and ``--pack``, shared by this script and ``binauralize.py``."""
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="vocoder with fused torch.compile'd activations: ~1.3x (full) faster on CPU after a one-time "
+                        "compile of 5-15 s (needs a C++ compiler; Triton on CUDA); see bench/README.md")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU vocoder convolutions on weights pre-packed once for oneDNN (faster; a second copy of "
+                        "the weights in memory, ~0.45 GB for the full model)")
 
 
 CONTEXT_FRAMES = 32  # mel frames of context on each side of a vocoder chunk
@@ -96,12 +109,10 @@ def main() -> None:
     p.add_argument("--subtype", default="PCM_16", choices=("PCM_16", "PCM_24", "FLOAT"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--chunk_frames", type=int, default=512)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="fused torch.compile'd activations: ~1.2x (full) to 1.8x (tiny) faster on CPU after a one-time "
-                        "compile of 5-15 s (needs a C++ compiler; Triton on CUDA)")
+    add_speed_flags(p)
     args = p.parse_args()
     generator, _, cfg = load_generator(args.checkpoint_file, config=args.config, device=args.device,
-                                       compile=args.compile)
+                                       compile=args.compile, pack=args.pack)
     for d in (args.mel_left_dir, args.mel_right_dir):
         check_mel_dir(d, cfg)
     names = [sorted(f[:-4] for f in os.listdir(d) if f.endswith(".npy")) for d in (args.mel_left_dir, args.mel_right_dir)]

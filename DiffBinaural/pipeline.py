@@ -129,7 +129,7 @@ def binauralize(args) -> str:
                              map_location=device)
     model.to(device)
     generator, _, mel_cfg = load_generator(args.vocoder, config=args.vocoder_config, device=device,
-                                          compile=args.compile)
+                                          compile=args.compile, pack=args.pack)
     problem = mel_cfg.mismatch(cfg["mel"])
     if problem:
         raise BadInputError(args.vocoder, f"vocoder and Stage 1 use different mels: {problem}")

@@ -29,24 +29,29 @@ CONFIGS = {"full": "bigvgan_binaural_22khz_80band_256x.json", "tiny": "bigvgan_t
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BigVGAN", "configs")
 
 
-def timed(model, mel, device, repeats: int) -> tuple[float, float, torch.Tensor]:
-    """(median seconds, peak memory MB, output)."""
+def timed(models: dict, mel, device, repeats: int) -> dict[str, tuple[float, float, torch.Tensor]]:
+    """{impl: (median seconds, peak memory MB, output)}. The implementations take turns within each
+    repeat, so that a slow spell of the (shared) machine hits all of them alike."""
     with torch.inference_mode():
-        out = model(mel)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = model(mel)
+        outs, peaks, times = {}, {}, {k: [] for k in models}
+        for impl, model in models.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-            else max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
-    return statistics.median(times), peak, out
+                torch.cuda.reset_peak_memory_stats()
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            outs[impl] = model(mel)  # warm-up (compiles; packs weights)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            peaks[impl] = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                           else max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+        for _ in range(repeats):
+            for impl, model in models.items():
+                t0 = time.perf_counter()
+                model(mel)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[impl].append(time.perf_counter() - t0)
+    return {k: (statistics.median(times[k]), peaks[k], outs[k]) for k in models}
 
 
 def official_copy(path: str, state: dict):
@@ -73,24 +78,27 @@ def bench(name: str, device, seconds: float, repeats: int) -> list[dict]:
     frames = int(seconds * h.sampling_rate / h.hop_size)
     mel = torch.randn(1, h.num_mels, frames, generator=g).to(device)
     rows = []
+    audio_s = frames * h.hop_size / h.sampling_rate
     for wn in (True, False):
-        models = {"ours": fresh(h, state), "ours+compile": fresh(h, state).compile_activations(),
-                  "official": official_copy(path, state)}
-        outs, block = {}, []
+        models = {"ours": fresh(h, state), "ours+pack": fresh(h, state),
+                  "ours+compile": fresh(h, state).compile_activations(), "official": official_copy(path, state)}
+        if wn:  # packing needs constant weights: it is a no-op under weight norm
+            del models["ours+pack"]
+        models = {k: m for k, m in models.items() if m is not None}
         for impl, model in models.items():
-            if model is None:
-                continue
             if not wn:
                 model.remove_weight_norm()
-            sec, peak, outs[impl] = timed(model.eval().to(device), mel, device, repeats)
-            audio_s = frames * h.hop_size / h.sampling_rate
-            block.append({"config": name, "weight_norm": wn, "impl": impl, "seconds": sec,
-                          "samples_per_s": frames * h.hop_size / sec, "rtf": sec / audio_s, "peak_mem_MB": peak})
-        if "official" in outs:
-            for r in block:
-                r["max_abs_diff"] = (outs[r["impl"]] - outs["official"]).abs().max().item()
-                r["ours_over_official"] = r["seconds"] / block[-1]["seconds"]
-        rows += block
+            if impl in ("ours+pack", "ours+compile"):
+                model.pack_convolutions()
+            model.eval().to(device)
+        results = timed(models, mel, device, repeats)
+        for impl, (sec, peak, out) in results.items():
+            row = {"config": name, "weight_norm": wn, "impl": impl, "seconds": sec,
+                   "samples_per_s": frames * h.hop_size / sec, "rtf": sec / audio_s, "peak_mem_MB": peak}
+            if "official" in results:
+                row["max_abs_diff"] = (out - results["official"][2]).abs().max().item()
+                row["ours_over_official"] = sec / results["official"][0]
+            rows.append(row)
     return rows
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from BigVGAN.activations import Activation1d, SnakeBeta, kaiser_sinc_filter1d, polyphase_activation
 from BigVGAN.audio import BadInputError
 from BigVGAN.bigvgan import BigVGAN, load_config
+from BigVGAN.packed_conv import Conv1d, ConvTranspose1d, packing_available
 from BigVGAN.loss import (
     MultiScaleMelSpectrogramLoss,
     discriminator_loss,
@@ -115,6 +116,58 @@ def test_compiled_generator_equals_eager():
     torch.testing.assert_close(fused, eager, atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(not packing_available(), reason="torch built without oneDNN")
+def test_packed_transposed_convolution_equals_conv_transpose1d():
+    torch.manual_seed(0)
+    up = ConvTranspose1d(32, 16, 8, 4, padding=2)  # a BigVGAN x4 upsampling layer
+    up.packed = True
+    with torch.inference_mode():
+        for shape in [(1, 32, 11), (2, 32, 40)]:
+            x = torch.randn(shape)
+            assert up._use_packed(x)
+            torch.testing.assert_close(up(x), F.conv_transpose1d(x, up.weight, up.bias, stride=4, padding=2),
+                                       atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not packing_available(), reason="torch built without oneDNN")
+def test_packed_convolution_equals_conv1d_and_follows_weight_changes():
+    torch.manual_seed(0)
+    conv = Conv1d(16, 24, 7, dilation=3, padding=9)
+    conv.packed = True
+    with torch.inference_mode():
+        for shape in [(1, 16, 50), (3, 16, 7), (2, 16, 300)]:  # one packed weight serves every input size
+            x = torch.randn(shape)
+            assert conv._use_packed(x)
+            torch.testing.assert_close(conv(x), F.conv1d(x, conv.weight, conv.bias, padding=9, dilation=3),
+                                       atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # in-place changes and loads: a cached packing must not be reused
+        for change in (lambda: conv.weight.mul_(-2.0),
+                       lambda: conv.load_state_dict({"weight": torch.randn(24, 16, 7), "bias": torch.zeros(24)})):
+            change()
+            torch.testing.assert_close(conv(x), F.conv1d(x, conv.weight, conv.bias, padding=9, dilation=3),
+                                       atol=1e-5, rtol=1e-5)
+    # training is untouched: with autograd the plain convolution runs and gradients flow
+    x = torch.randn(2, 16, 20, requires_grad=True)
+    assert not conv._use_packed(x)
+    conv(x).sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None
+
+
+def test_pack_convolutions_only_after_weight_norm_removal():
+    g = BigVGAN(load_config(TINY)).eval()
+    mel = torch.randn(2, 80, 9)
+    with torch.inference_mode():
+        ref = g(mel)
+        g.pack_convolutions()
+        torch.testing.assert_close(g(mel), ref, atol=1e-5, rtol=0)  # weight norm on: the plain path
+        assert all(m._cache is None for m in g.modules() if isinstance(m, (Conv1d, ConvTranspose1d)))
+        g.remove_weight_norm()
+        torch.testing.assert_close(g(mel), ref, atol=1e-5, rtol=0)
+    convs = [m for m in g.modules() if isinstance(m, (Conv1d, ConvTranspose1d))]
+    assert len(convs) == 2 + len(g.ups) + sum(len(b.convs1) + len(b.convs2) for b in g.resblocks)
+    assert all(m._cache is not None for m in convs) == packing_available()  # every layer ran packed
+
+
 def test_same_output_as_nvidia_before_and_after_removing_weight_norm(full_pair):
     ours, official = full_pair
     mel = torch.randn(1, 80, 16, generator=torch.Generator().manual_seed(1))
@@ -126,6 +179,9 @@ def test_same_output_as_nvidia_before_and_after_removing_weight_norm(full_pair):
         a.remove_weight_norm()
         b.remove_weight_norm()
         assert "conv_pre.weight" in a.state_dict() and "conv_pre.weight_g" not in a.state_dict()
+        torch.testing.assert_close(a(mel), b(mel), atol=1e-5, rtol=0)
+        # the fast inference path (pre-packed oneDNN convolutions + fused activations), as --compile runs it
+        a.pack_convolutions().compile_activations()
         torch.testing.assert_close(a(mel), b(mel), atol=1e-5, rtol=0)
 
 
@@ -300,11 +356,12 @@ def test_both_scripts_train_two_steps_then_resume(tmp_path):
     # inference: mel dirs -> stereo wavs of frames * hop samples
     out = tmp_path / "wavs"
     r = _script("inference.py", "--checkpoint_file", ck / "g_00000003", "--mel_left_dir", mels / "left" / "train",
-                "--mel_right_dir", mels / "right" / "train", "--output_dir", out)
+                "--mel_right_dir", mels / "right" / "train", "--output_dir", out, "--no-pack")
     assert r.returncode == 0, r.stderr[-3000:]
     wav, sr = sf.read(out / "c0.wav")
     assert sr == 22050 and wav.shape == (np.load(mels / "left" / "train" / "c0.npy").shape[1] * 256, 2)
-    # --compile (fused activations) writes the same wavs, to 1 LSB of 16-bit PCM
+    # the fast path (--compile: fused activations, with the default --pack: pre-packed convolutions)
+    # writes the same wavs, to 1 LSB of 16-bit PCM
     r = _script("inference.py", "--checkpoint_file", ck / "g_00000003", "--mel_left_dir", mels / "left" / "train",
                 "--mel_right_dir", mels / "right" / "train", "--output_dir", tmp_path / "wavs_compiled", "--compile")
     assert r.returncode == 0, r.stderr[-3000:]
