@@ -15,7 +15,6 @@ Speed: ``bench/vocoder.py`` (rows ``ours+pack``).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from BigVGAN.activations import Activation1d, SnakeBeta, kaiser_sinc_filter1d, polyphase_activation
 from BigVGAN.audio import BadInputError
 from BigVGAN.bigvgan import BigVGAN, load_config
-from BigVGAN.packed_conv import Conv1d, ConvTranspose1d, packing_available
 from BigVGAN.loss import (
     MultiScaleMelSpectrogramLoss,
     discriminator_loss,
@@ -26,6 +25,7 @@ from BigVGAN.loss import (
     silence_mask,
 )
 from BigVGAN.meldataset import DEFAULT_CONFIG, BinauralMelDataset, MelConfig, mel_numpy, scheduled_probability
+from BigVGAN.packed_conv import Conv1d, ConvTranspose1d, packing_available
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF = os.path.join(os.path.dirname(REPO), "shared", "reference")
