@@ -51,7 +51,7 @@ def load_generator(checkpoint_file: str, *, config: str | None = None, device: s
 def add_speed_flags(p: argparse.ArgumentParser) -> None:
     """``--compile`` and ``--pack``, shared by this script and ``binauralize.py``."""
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="vocoder with fused torch.compile'd activations: ~1.3x (full) faster on CPU after a one-time "
+                   help="vocoder with fused torch.compile'd activations: 1.2-1.6x (full) faster on CPU after a one-time "
                         "compile of 5-15 s (needs a C++ compiler; Triton on CUDA); see bench/README.md")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU vocoder convolutions on weights pre-packed once for oneDNN (faster; a second copy of "

@@ -16,7 +16,29 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    text = f"{cpu}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+    # the vector ISA that oneDNN and torch.compile use here (AVX512 / AVX2 / ...): speed ratios depend on it
+    text = (f"{cpu}, {os.cpu_count()} CPU cores, {torch.backends.cpu.get_cpu_capability()}, "
+            f"torch threads {torch.get_num_threads()}")
     if torch.cuda.is_available():
         text = f"{torch.cuda.get_device_name(0)}; {text}"
     return text
+
+
+
+def peak_cpu_tensor_mb(fn) -> tuple[float, object]:
+    """(peak MB of CPU tensor memory allocated while ``fn()`` runs, its result).
+
+    From the profiler's allocation events (``profile_memory=True``) summed in time order: the
+    working memory of the call itself, which RSS cannot show once the allocator keeps freed pages."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    # allocations and frees are booked to the op that made them (self usage) or, outside any op,
+    # to "[memory]" events; summed in time order they give the live tensor memory
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    level = peak = 0
+    for e in events:
+        level += e.self_cpu_memory_usage
+        peak = max(peak, level)
+    return peak / 2**20, out

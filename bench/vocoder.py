@@ -4,24 +4,27 @@
 
 For each config: wall time of one forward pass on a random mel of ``--seconds`` of audio (median of
 ``--repeats``), samples/s, real-time factor RTF = compute time / audio duration (< 1 is faster than
-real time), peak memory (CUDA: max allocated; CPU: growth of the process's max RSS), with weight norm
-and after ``remove_weight_norm()``, for our generator in eager mode and with ``compile_activations()``
-(the first, compiling call is the untimed warm-up), and the largest output difference from NVIDIA's.
+real time), peak memory of a forward after the warm-up (CUDA: max allocated; CPU: peak of the tensor
+allocations, from the profiler), with weight norm and after ``remove_weight_norm()``, for our generator in eager mode, with
+``pack_convolutions()`` ("ours+pack", weight norm removed only) and with ``compile_activations()`` on
+top ("ours+compile"; the first, compiling call is the untimed warm-up), and the largest output
+difference from NVIDIA's. Implementations are timed in turns within each repeat, so that a slow spell
+of a shared machine hits all of them alike.
 The official column needs NVIDIA's ``bigvgan`` package (the dev extra); it is skipped without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 
 import torch
-from common import machine
+from common import machine, peak_cpu_tensor_mb
 
 from BigVGAN.bigvgan import BigVGAN, load_config
 
@@ -35,15 +38,16 @@ def timed(models: dict, mel, device, repeats: int) -> dict[str, tuple[float, flo
     with torch.inference_mode():
         outs, peaks, times = {}, {}, {k: [] for k in models}
         for impl, model in models.items():
+            model(mel)  # warm-up: compiles, packs weights
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            outs[impl] = model(mel)  # warm-up (compiles; packs weights)
             if device.type == "cuda":
+                outs[impl] = model(mel)
                 torch.cuda.synchronize()
-            peaks[impl] = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-                           else max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+                peaks[impl] = torch.cuda.max_memory_allocated() / 2**20
+            else:  # working memory of one steady-state forward
+                peaks[impl], outs[impl] = peak_cpu_tensor_mb(functools.partial(model, mel))
         for _ in range(repeats):
             for impl, model in models.items():
                 t0 = time.perf_counter()
