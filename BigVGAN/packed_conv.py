@@ -32,6 +32,11 @@ class _Packed:
     packed: bool = False
     _cache: tuple | None = None
 
+    def __getstate__(self) -> dict:
+        # the packed weight is an opaque oneDNN tensor: copies and pickles rebuild it on first use
+        state = super().__getstate__()
+        return {**state, "_cache": None}
+
     def _use_packed(self, x: torch.Tensor) -> bool:
         return (self.packed and x.device.type == "cpu" and x.dtype == torch.float32 and self.groups == 1
                 and isinstance(self.weight, nn.Parameter) and self.padding_mode == "zeros"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -146,6 +147,11 @@ def test_packed_convolution_equals_conv1d_and_follows_weight_changes():
             change()
             torch.testing.assert_close(conv(x), F.conv1d(x, conv.weight, conv.bias, padding=9, dilation=3),
                                        atol=1e-5, rtol=1e-5)
+    # a packed layer can be deep-copied (the opaque packed weight is rebuilt, not copied)
+    twin = copy.deepcopy(conv)
+    assert twin._cache is None and conv._cache is not None
+    with torch.inference_mode():
+        torch.testing.assert_close(twin(x), conv(x))
     # training is untouched: with autograd the plain convolution runs and gradients flow
     x = torch.randn(2, 16, 20, requires_grad=True)
     assert not conv._use_packed(x)
@@ -173,7 +179,6 @@ def test_same_output_as_nvidia_before_and_after_removing_weight_norm(full_pair):
     mel = torch.randn(1, 80, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(ours(mel), official(mel), atol=1e-5, rtol=0)
-        import copy
 
         a, b = copy.deepcopy(ours), copy.deepcopy(official)
         a.remove_weight_norm()
