@@ -24,7 +24,6 @@ def machine() -> str:
     return text
 
 
-
 def peak_cpu_tensor_mb(fn) -> tuple[float, object]:
     """(peak MB of CPU tensor memory allocated while ``fn()`` runs, its result).
 

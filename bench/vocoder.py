@@ -5,8 +5,8 @@
 For each config: wall time of one forward pass on a random mel of ``--seconds`` of audio (median of
 ``--repeats``), samples/s, real-time factor RTF = compute time / audio duration (< 1 is faster than
 real time), peak memory of a forward after the warm-up (CUDA: max allocated; CPU: peak of the tensor
-allocations, from the profiler), with weight norm and after ``remove_weight_norm()``, for our generator in eager mode, with
-``pack_convolutions()`` ("ours+pack", weight norm removed only) and with ``compile_activations()`` on
+allocations, from the profiler), with weight norm and after ``remove_weight_norm()``, for our
+generator in eager mode, with ``pack_convolutions()`` ("ours+pack", weight norm removed only) and with ``compile_activations()`` on
 top ("ours+compile"; the first, compiling call is the untimed warm-up), and the largest output
 difference from NVIDIA's. Implementations are timed in turns within each repeat, so that a slow spell
 of a shared machine hits all of them alike.
@@ -42,7 +42,6 @@ def timed(models: dict, mel, device, repeats: int) -> dict[str, tuple[float, flo
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            if device.type == "cuda":
                 outs[impl] = model(mel)
                 torch.cuda.synchronize()
                 peaks[impl] = torch.cuda.max_memory_allocated() / 2**20
@@ -84,16 +83,17 @@ def bench(name: str, device, seconds: float, repeats: int) -> list[dict]:
     rows = []
     audio_s = frames * h.hop_size / h.sampling_rate
     for wn in (True, False):
-        models = {"ours": fresh(h, state), "ours+pack": fresh(h, state),
-                  "ours+compile": fresh(h, state).compile_activations(), "official": official_copy(path, state)}
-        if wn:  # packing needs constant weights: it is a no-op under weight norm
-            del models["ours+pack"]
+        # packing needs constant weights (a no-op under weight norm): its row only without
+        impls = ("ours", "ours+compile", "official") if wn else ("ours", "ours+pack", "ours+compile", "official")
+        models = {impl: official_copy(path, state) if impl == "official" else fresh(h, state) for impl in impls}
         models = {k: m for k, m in models.items() if m is not None}
         for impl, model in models.items():
             if not wn:
                 model.remove_weight_norm()
             if impl in ("ours+pack", "ours+compile"):
                 model.pack_convolutions()
+            if impl == "ours+compile":
+                model.compile_activations()
             model.eval().to(device)
         results = timed(models, mel, device, repeats)
         for impl, (sec, peak, out) in results.items():

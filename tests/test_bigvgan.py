@@ -179,7 +179,6 @@ def test_same_output_as_nvidia_before_and_after_removing_weight_norm(full_pair):
     mel = torch.randn(1, 80, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(ours(mel), official(mel), atol=1e-5, rtol=0)
-
         a, b = copy.deepcopy(ours), copy.deepcopy(official)
         a.remove_weight_norm()
         b.remove_weight_norm()
