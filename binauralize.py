@@ -1,11 +1,14 @@
 """Binauralize your own mono recording with its video: mono wav + (video | frames) -> stereo wav.
 
     python binauralize.py --mono IN.wav (--video IN.mp4 | --frames DIR) [--boxes CSV] \
-        --stage1 RUN_DIR --vocoder G_CKPT --out OUT.wav [--out_sr 48000] [--device cuda] \
-        [--steps 25] [--sampler ddim|dpmsolver++] [--guidance_scale 1] [--seed 0]
+        --stage1 RUN_DIR [--renderer mono|vocoder] [--vocoder G_CKPT] --out OUT.wav [--out_sr 48000] \
+        [--device cuda] [--steps 25] [--sampler ddim|dpmsolver++] [--guidance_scale 1] [--seed 0]
 
-RUN_DIR is a Stage 1 run folder ({ckpt}/{id}: config.json + unet_best.pth + frame_best.pth); G_CKPT a
-vocoder generator checkpoint with config.json beside it. --boxes: detections with the columns
+RUN_DIR is a Stage 1 run folder ({ckpt}/{id}: config.json + unet_best.pth + frame_best.pth). The
+default renderer, mono, keeps the input's own waveform and phase and applies Stage 1's levels and
+interaural phase to it (no vocoder; it measured better on every waveform metric, README "Mono
+renderer"); --renderer vocoder re-synthesises each ear with BigVGAN (G_CKPT: a generator checkpoint
+with config.json beside it), then applies the predicted interaural phase. --boxes: detections with the columns
 frame,x1,y1,x2,y2,score (pixel boxes on the video's frames at the model's frame rate; frame = 1-based
 index); without it the whole frame is the visual input. Any length, any input rate.
 """
@@ -14,7 +17,8 @@ import argparse
 
 from BigVGAN.audio import cli_main
 from BigVGAN.inference import add_speed_flags
-from DiffBinaural.pipeline import binauralize
+from DiffBinaural.pipeline import RENDERERS, binauralize
+from DiffBinaural.renderer import MODES
 
 
 def main() -> None:
@@ -27,7 +31,11 @@ def main() -> None:
     p.add_argument("--stage1", required=True, help="Stage 1 run folder")
     p.add_argument("--weights_unet", default=None, help="default: {stage1}/unet_best.pth")
     p.add_argument("--weights_frame", default=None, help="default: {stage1}/frame_best.pth")
-    p.add_argument("--vocoder", required=True, help="generator checkpoint (g_XXXXXXXX or bigvgan_generator.pt)")
+    p.add_argument("--renderer", choices=RENDERERS, default="mono",
+                   help="mono: the input's STFT scaled and rotated by Stage 1's output; vocoder: BigVGAN per ear")
+    p.add_argument("--mode", choices=MODES, default="free", help="mono renderer formulation (DiffBinaural/renderer.py)")
+    p.add_argument("--vocoder", default=None,
+                   help="generator checkpoint (g_XXXXXXXX or bigvgan_generator.pt); only for --renderer vocoder")
     p.add_argument("--vocoder_config", default=None, help="default: config.json beside --vocoder")
     p.add_argument("--out", required=True)
     p.add_argument("--out_sr", type=int, default=None, help="output rate (default: the model's, 22050)")

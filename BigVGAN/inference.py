@@ -7,6 +7,11 @@ The generator's config is ``config.json`` beside the checkpoint (or ``--config``
 ``meta.json`` mel parameters differ from it is refused. Output: ``{output_dir}/{name}.wav``, 2 channels
 (0 = left), ``frames * hop`` samples at the config's rate. Long mels are vocoded in chunks with
 overlapping context so that memory does not grow with the clip's length.
+
+Interaural phase: two ears vocoded independently have no interaural phase (no ITD). When the mel dir
+has phase channels (``{dir}/phase/{split}/{name}.npy``, beside ``{dir}/left/{split}``; or
+``--phase_dir``), each clip's ears are given that phase (``BigVGAN.interaural.impose_ipd``: every ear
+keeps its magnitude, the pair is rotated apart by the predicted IPD per bin); ``--no-phase`` skips it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ import torch
 
 from BigVGAN.audio import BadInputError, cli_main, save_wav
 from BigVGAN.checkpoint import safe_load
+from BigVGAN.interaural import impose_ipd, load_phase_file
 from BigVGAN.meldataset import MelConfig, check_mel_dir, load_mel_file
+
+
+def default_phase_dir(mel_left_dir: str) -> str | None:
+    """``{dir}/phase/{split}`` for a left mel dir ``{dir}/left/{split}``, if it exists."""
+    left = os.path.normpath(mel_left_dir)
+    path = os.path.join(os.path.dirname(os.path.dirname(left)), "phase", os.path.basename(left))
+    return path if os.path.isdir(path) else None
 
 
 def load_generator(checkpoint_file: str, *, config: str | None = None, device: str | torch.device = "cpu",
@@ -109,8 +122,16 @@ def main() -> None:
     p.add_argument("--subtype", default="PCM_16", choices=("PCM_16", "PCM_24", "FLOAT"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--chunk_frames", type=int, default=512)
+    p.add_argument("--phase_dir", default=None,
+                   help="interaural phase channels {name}.npy (default: {dir}/phase/{split} beside the left mel dir, if any)")
+    p.add_argument("--phase", action=argparse.BooleanOptionalAction, default=True,
+                   help="apply the interaural phase when there is one (--no-phase: the ears as vocoded)")
     add_speed_flags(p)
     args = p.parse_args()
+    phase_dir = args.phase_dir or default_phase_dir(args.mel_left_dir)
+    if args.phase_dir and not os.path.isdir(args.phase_dir):
+        raise BadInputError(args.phase_dir, "phase directory not found")
+    phase_dir = phase_dir if args.phase else None
     generator, _, cfg = load_generator(args.checkpoint_file, config=args.config, device=args.device,
                                        compile=args.compile, pack=args.pack)
     for d in (args.mel_left_dir, args.mel_right_dir):
@@ -126,8 +147,12 @@ def main() -> None:
         if left.shape != right.shape:
             raise BadInputError(os.path.join(args.mel_right_dir, f"{name}.npy"), f"shape {right.shape} != left {left.shape}")
         wav = vocode(generator, torch.from_numpy(np.stack([left, right])), hop=cfg.hop_size, chunk_frames=args.chunk_frames)
+        if phase_dir is not None:
+            wav = impose_ipd(wav, torch.from_numpy(load_phase_file(os.path.join(phase_dir, f"{name}.npy"), cfg,
+                                                                   frames=left.shape[1])), cfg)
         save_wav(os.path.join(args.output_dir, f"{name}.wav"), wav.numpy(), cfg.sampling_rate, subtype=args.subtype)
-    print(f"wrote {len(names[0])} stereo wav(s) to {args.output_dir}")
+    print(f"wrote {len(names[0])} stereo wav(s) to {args.output_dir}"
+          + (f" with the interaural phase of {phase_dir}" if phase_dir else " (no interaural phase)"))
 
 
 if __name__ == "__main__":

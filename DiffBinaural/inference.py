@@ -10,7 +10,10 @@ Mel directory::
 
     {dir}/left/{split}/{name}.npy    float32 (n_mels, T) natural-log mel, T = samples // hop
     {dir}/right/{split}/{name}.npy
-    {dir}/meta.json                  format version, mel parameters, checkpoint, sampler, steps, seed
+    {dir}/phase/{split}/{name}.npy   with --interaural_phase: float32 (2, n_mels, T) phase channels
+                                     (BigVGAN.interaural: Re, Im of the interaural coherence per band)
+    {dir}/meta.json                  format version, mel parameters, checkpoint, sampler, steps, seed,
+                                     and "phase" (channels, definition) when the phase dir is written
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def generate_clip(
             clip can be generated piece by piece with bounded memory.
 
     Returns:
-        (2, M, f1 - f0) ln-mel (default: the whole clip, T frames), channel 0 = left.
+        (C, M, f1 - f0) (default: the whole clip, T frames): ln-mels, channel 0 = left, 1 = right,
+        then, when the model predicts them, the 2 phase channels (C = 4).
     """
     total = mono_mel.shape[-1]
     f0, f1 = frames or (0, total)
@@ -80,27 +84,41 @@ def generate_clip(
     # [f0, f1) gets all of its windows in the same order as in the whole clip: the same sums
     lo, hi = starts[first], max(s + window for s in starts[first:last])
     x = overlap_add(torch.cat(chunks), [s - lo for s in starts[first:last]], hi - lo, weights)
-    return denormalize_mel(x[..., f0 - lo:f1 - lo])
+    x = x[..., f0 - lo:f1 - lo]
+    return torch.cat([denormalize_mel(x[:2]), x[2:]])
+
+
+PHASE_SUBDIR = "phase"
 
 
 def mel_dir_paths(out_dir: str, split: str, name: str) -> list[str]:
-    """``[left path, right path]`` of one clip in a mel directory."""
-    return [os.path.join(out_dir, ch, split, f"{name}.npy") for ch in CHANNEL_NAMES]
+    """``[left path, right path, phase path]`` of one clip in a mel directory."""
+    return [os.path.join(out_dir, ch, split, f"{name}.npy") for ch in (*CHANNEL_NAMES, PHASE_SUBDIR)]
 
 
 def save_clip_mels(out_dir: str, split: str, name: str, mel: np.ndarray) -> None:
-    """Write (2, M, T) as left/right ``.npy`` (temp + rename, so a killed run leaves no half file)."""
-    for path, m in zip(mel_dir_paths(out_dir, split, name), mel):
+    """Write (2, M, T) as left/right ``.npy``, and channels 2-3 of a (4, M, T) array as the (2, M, T)
+    phase file (temp + rename, so a killed run leaves no half file)."""
+    left, right, phase = mel_dir_paths(out_dir, split, name)
+    for path, m in ((left, mel[0]), (right, mel[1]), (phase, mel[2:] if mel.shape[0] > 2 else None)):
+        if m is None:
+            continue
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}.npy"
         np.save(tmp, np.ascontiguousarray(m, dtype=np.float32))
         os.replace(tmp, path)
 
 
-def write_meta(out_dir: str, *, mel_cfg: MelConfig, split: str, names: list[str], **info) -> None:
+def write_meta(out_dir: str, *, mel_cfg: MelConfig, split: str, names: list[str], phase: bool = False,
+               **info) -> None:
     """``meta.json``: what a reader needs to trust the mels (written last: its presence = complete)."""
+    from BigVGAN.interaural import PHASE_CHANNELS, PHASE_DEFINITION
+
     meta = {"format_version": MEL_DIR_FORMAT_VERSION, "mel": mel_cfg.to_dict(), "split": split,
             "num_clips": len(names), "git_commit": _git_commit(), **info}
+    if phase:
+        meta["phase"] = {"dir": PHASE_SUBDIR, "shape": ["channel", "n_mels", "frames"],
+                         "channels": list(PHASE_CHANNELS), "definition": PHASE_DEFINITION}
     atomic_write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", os.path.join(out_dir, "meta.json"))
 
 
@@ -167,10 +185,12 @@ def run_inference(args, dataset_kind: str) -> None:
     if os.path.exists(meta_path):
         os.remove(meta_path)  # the dir is incomplete until the new meta.json is written
     names = []
+    # --mode gt writes the true phase channels too (the renderers' ceiling and the reference)
+    with_phase = model is None or bool(cfg.get("interaural_phase", False))
     for i in tqdm(range(len(dataset)), desc=f"{args.mode} mels", dynamic_ncols=True):
         item = dataset[i]
         if model is None:
-            mel = item["binaural_mel"]
+            mel = torch.cat([item["binaural_mel"], item["phase"]])
         else:
             def visual_fn(start_frame, num_frames, i=i, item=item, hop=mel_cfg.hop_size):
                 return dataset.visual_inputs(i, item["start"] + start_frame * hop, num_frames * hop)
@@ -180,5 +200,5 @@ def run_inference(args, dataset_kind: str) -> None:
                                 seed=args.seed + i, device=device)
         save_clip_mels(args.output_dir, args.split, item["name"], mel.numpy())
         names.append(item["name"])
-    write_meta(args.output_dir, mel_cfg=mel_cfg, split=args.split, names=names, **info)
+    write_meta(args.output_dir, mel_cfg=mel_cfg, split=args.split, names=names, phase=with_phase, **info)
     log.info("wrote %d clip(s) to %s", len(names), args.output_dir)

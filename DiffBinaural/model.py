@@ -27,20 +27,39 @@ RESIDUAL_SCALE = 2.0
 TARGETS = ("binaural", "residual")
 
 
-def to_target(binaural: torch.Tensor, mono: torch.Tensor, target: str) -> torch.Tensor:
-    """Normalised (B, 2, M, F) binaural and (B, 1, M, F) mono mels -> the diffusion's x0."""
-    return binaural if target == "binaural" else (binaural - mono) * RESIDUAL_SCALE
+MEL_CHANNELS = 2  # left, right (BigVGAN.audio.LEFT / RIGHT)
+PHASE_CHANNELS = 2  # --interaural_phase: Re, Im of the band coherence (BigVGAN.interaural)
+
+
+def num_channels(cfg: dict) -> int:
+    """Channels of the diffusion variable: the two ear mels, then the phase channels if predicted."""
+    return MEL_CHANNELS + PHASE_CHANNELS * bool(cfg.get("interaural_phase", False))
+
+
+def to_target(binaural: torch.Tensor, mono: torch.Tensor, target: str, phase: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised (B, 2, M, F) binaural and (B, 1, M, F) mono mels (and (B, 2, M, F) phase channels,
+    already in the unit disk) -> the diffusion's x0, (B, 2 or 4, M, F).
+
+    The phase channels are the same for both targets: the mono copy's interaural phase is 0, so a
+    network that outputs 0 there already equals the baseline, as for the residual mels."""
+    x0 = binaural if target == "binaural" else (binaural - mono) * RESIDUAL_SCALE
+    return x0 if phase is None else torch.cat([x0, phase], dim=1)
 
 
 def from_target(x0: torch.Tensor, mono: torch.Tensor, target: str) -> torch.Tensor:
-    """Inverse of :func:`to_target`: a sampled x0 -> normalised binaural mels in [-1, 1]."""
-    return x0 if target == "binaural" else torch.clamp(x0 / RESIDUAL_SCALE + mono, -1.0, 1.0)
+    """Inverse of :func:`to_target`: a sampled x0 -> normalised binaural mels in [-1, 1] (channels 0-1),
+    followed by the phase channels as sampled (clamped to [-1, 1] by the sampler)."""
+    mels = x0[:, :MEL_CHANNELS]
+    if target == "residual":
+        mels = torch.clamp(mels / RESIDUAL_SCALE + mono, -1.0, 1.0)
+    return torch.cat([mels, x0[:, MEL_CHANNELS:]], dim=1)
 
 
 class Stage1Model(nn.Module):
     """Visual encoder + UNet. ``forward`` is what the diffusion loss calls (DDP wraps this module).
 
-    Shapes: ``x_t`` (B, 2, M, F) normalised noisy left/right mels; ``mono_mel`` (B, 1, M, F)
+    Shapes: ``x_t`` (B, C, M, F) normalised noisy left/right mels (C = 2), then the noisy phase
+    channels with ``interaural_phase`` (C = 4); ``mono_mel`` (B, 1, M, F)
     normalised; ``frames`` (B, L, N, 3, H, W) in [0, 1]; ``positions`` (B, L, N, 2); ``mask`` (B, L, N)
     with True = invalid slot.
     """
@@ -70,6 +89,7 @@ class Stage1Model(nn.Module):
 
 def unet_config(cfg: dict) -> UNetConfig:
     return UNetConfig(
+        in_channels=num_channels(cfg), out_channels=num_channels(cfg),
         base_channels=cfg["unet_channels"], channel_mults=tuple(cfg["unet_mults"]),
         num_res_blocks=cfg["num_res_blocks"], attn_levels=tuple(cfg["attn_levels"]),
         num_heads=cfg["num_heads"], dropout=cfg["dropout"], context_dim=cfg["context_dim"],
@@ -90,10 +110,12 @@ def build_sampler(diffusion: GaussianDiffusion, args) -> Sampler:
                    guidance_scale=args.guidance_scale)
 
 
-def batch_inputs(batch: dict, device: torch.device, *, target: str) -> tuple[torch.Tensor, dict]:
-    """Dataset batch → (x0 (B, 2, M, F) diffusion target, model kwargs for :class:`Stage1Model`)."""
+def batch_inputs(batch: dict, device: torch.device, *, target: str, phase: bool = False) -> tuple[torch.Tensor, dict]:
+    """Dataset batch → (x0 (B, C, M, F) diffusion target, model kwargs for :class:`Stage1Model`);
+    ``phase``: append the batch's phase channels (C = 4)."""
     mono = normalize_mel(batch["mono_mel"].to(device, non_blocking=True))
-    x0 = to_target(normalize_mel(batch["binaural_mel"].to(device, non_blocking=True)), mono, target)
+    x0 = to_target(normalize_mel(batch["binaural_mel"].to(device, non_blocking=True)), mono, target,
+                   batch["phase"].to(device, non_blocking=True) if phase else None)
     kwargs = {
         "mono_mel": mono,
         "frames": batch["frames"].to(device, non_blocking=True),
@@ -107,9 +129,10 @@ def batch_inputs(batch: dict, device: torch.device, *, target: str) -> tuple[tor
 def sample_mels(
     model: Stage1Model, sampler: Sampler, kwargs: dict, *, generator: torch.Generator | list | None = None,
 ) -> torch.Tensor:
-    """Normalised binaural mels (B, 2, M, F) in [-1, 1] by DDIM/DPM-Solver++; visual tokens computed once."""
+    """Normalised binaural mels (B, 2, M, F) in [-1, 1] by DDIM/DPM-Solver++, followed by the phase
+    channels when the model predicts them (B, 4, M, F); visual tokens computed once."""
     unet_kwargs = {"mono_mel": kwargs["mono_mel"], **model.encode(kwargs["frames"], kwargs["positions"], kwargs["mask"])}
-    shape = (kwargs["mono_mel"].shape[0], 2, *kwargs["mono_mel"].shape[2:])
+    shape = (kwargs["mono_mel"].shape[0], num_channels(model.cfg), *kwargs["mono_mel"].shape[2:])
     x0 = sampler.sample(model.unet, shape, model_kwargs=unet_kwargs, generator=generator,
                         device=kwargs["mono_mel"].device)
     return from_target(x0, kwargs["mono_mel"], model.cfg["target"])

@@ -1,11 +1,13 @@
-"""Binauralize a user's mono recording and video end to end (Stage 1 + Stage 2); used by ``binauralize.py``.
+"""Binauralize a user's mono recording and video end to end (Stage 1 + a renderer); used by ``binauralize.py``.
 
 Steps: read the mono audio (any rate and channel count: down-mixed, resampled to 22050 Hz), refuse
 silent or clipped input, decode the video with PyAV at the model's frame rate into a temporary
 RealBinaural layout (or use a given frames folder), optionally with the user's detection boxes,
-then, piece by piece (``--stream_frames``), generate the left/right mels with sliding windows
-(:func:`DiffBinaural.inference.generate_clip` on a frame range) and vocode them in chunks straight into
-the output file. The pieces use the whole clip's windows, noise seeds and vocoder chunks, so the
+then, piece by piece (``--stream_frames``), generate the left/right mels (and interaural phase) with
+sliding windows (:func:`DiffBinaural.inference.generate_clip` on a frame range) and render them
+straight into the output file: with the mono renderer (``--renderer mono``, :mod:`DiffBinaural.renderer`:
+the mono's own STFT scaled and rotated) or the vocoder (``--renderer vocoder``: BigVGAN per ear, in
+chunks, then the predicted interaural phase). The pieces use the whole clip's windows, noise seeds and vocoder chunks, so the
 output does not depend on the piece size, and memory grows only with the input audio and its mono
 mel (~0.1 MB per second), not with the generated mels. The output has exactly the input's duration.
 """
@@ -114,12 +116,14 @@ def build_layout(work: str, *, name: str, mono: np.ndarray, sr: int, hop: int, f
     return padded
 
 
+RENDERERS = ("mono", "vocoder")
+
+
 def binauralize(args) -> str:
     """Run the whole pipeline for the flags of ``binauralize.py``; returns the output path."""
     from types import SimpleNamespace
 
-    from BigVGAN.inference import CONTEXT_FRAMES, iter_vocode, load_generator
-    from BigVGAN.meldataset import mel_spectrogram
+    from BigVGAN.meldataset import MelConfig, mel_spectrogram
     from DiffBinaural.dataset.real_binaural import RealBinauralDataset
     from DiffBinaural.inference import generate_clip
     from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
@@ -128,15 +132,23 @@ def binauralize(args) -> str:
     model, cfg = load_stage1(args.stage1, weights_unet=args.weights_unet, weights_frame=args.weights_frame,
                              map_location=device)
     model.to(device)
-    generator, _, mel_cfg = load_generator(args.vocoder, config=args.vocoder_config, device=device,
-                                          compile=args.compile, pack=args.pack)
-    problem = mel_cfg.mismatch(cfg["mel"])
-    if problem:
-        raise BadInputError(args.vocoder, f"vocoder and Stage 1 use different mels: {problem}")
+    mel_cfg = MelConfig.from_dict(cfg["mel"], source=args.stage1)
+    generator = None
+    if args.renderer == "vocoder":
+        from BigVGAN.inference import load_generator
+
+        if not args.vocoder:
+            raise BadInputError(None, "--renderer vocoder needs --vocoder G_CKPT")
+        generator, _, mel_cfg = load_generator(args.vocoder, config=args.vocoder_config, device=device,
+                                               compile=args.compile, pack=args.pack)
+        problem = mel_cfg.mismatch(cfg["mel"])
+        if problem:
+            raise BadInputError(args.vocoder, f"vocoder and Stage 1 use different mels: {problem}")
     sr, hop = mel_cfg.sampling_rate, mel_cfg.hop_size
     mono = read_mono(args.mono, sr)
     num_samples = len(mono)
-    log.info("input: %.2f s; Stage 1 %s, vocoder %s, device %s", num_samples / sr, args.stage1, args.vocoder, device)
+    log.info("input: %.2f s; Stage 1 %s (interaural phase: %s), renderer %s, device %s", num_samples / sr,
+             args.stage1, "yes" if cfg["interaural_phase"] else "no", args.renderer, device)
     work = tempfile.mkdtemp(prefix="binauralize_")
     try:
         name = "clip"
@@ -146,7 +158,6 @@ def binauralize(args) -> str:
         # the whole clip's mono mel (the dataset's whole-clip mel of the same file); the dataset itself
         # only serves the visual inputs of each window
         mono_mel = mel_spectrogram(torch.from_numpy(padded)[None], mel_cfg)  # (1, M, T)
-        del padded
         dataset = RealBinauralDataset(
             data_root=work, list_csv=layout.rb_split_csv(work, "test"), split="test", mel_cfg=mel_cfg,
             segment_frames=None, num_frames=cfg["num_frames"], max_sources=cfg["max_sources"],
@@ -156,25 +167,62 @@ def binauralize(args) -> str:
         total, chunk = mono_mel.shape[-1], args.chunk_frames
         step = chunk * max(1, args.stream_frames // chunk)  # pieces on the vocoder's chunk grid
 
+        def stage1(m0: int, m1: int) -> torch.Tensor:
+            """Stage 1 output (C, M, m1 - m0) for frames [m0, m1): the whole clip's windows and seeds."""
+            return generate_clip(
+                model, sampler, mono_mel=mono_mel,
+                visual_fn=lambda s, n: dataset.visual_inputs(0, s * hop, n * hop), window=cfg["segment_frames"],
+                hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
+                seed=args.seed, device=device, frames=(m0, m1))
+
         def pieces():
-            """Stage 1 then the vocoder, piece by piece: each piece of mel is generated with the vocoder's
-            context around it, so nothing of clip length is held but the mono mel (equal to one pass)."""
+            """Stage 1 then the renderer, piece by piece: each piece of mel is generated with the context
+            the renderer needs around it, so nothing of clip length is held but the mono signal and its
+            mel, and the output equals one pass over the whole clip."""
             for f0 in range(0, total, step):
                 f1 = min(total, f0 + step)
-                m0, m1 = max(0, f0 - CONTEXT_FRAMES), min(total, f1 + CONTEXT_FRAMES)
-                mel = generate_clip(
-                    model, sampler, mono_mel=mono_mel,
-                    visual_fn=lambda s, n: dataset.visual_inputs(0, s * hop, n * hop), window=cfg["segment_frames"],
-                    hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
-                    seed=args.seed, device=device, frames=(m0, m1))
-                yield from iter_vocode(generator, mel, hop=hop, chunk_frames=chunk, frames=(f0, f1), mel_offset=m0,
-                                       total=total)
+                if generator is None:
+                    yield _render_piece(stage1, torch.from_numpy(padded), mel_cfg, f0, f1, total, mode=args.mode)
+                else:
+                    yield _vocode_piece(stage1, generator, mel_cfg, f0, f1, total, chunk)
 
         _write_stream(args.out, pieces(), sr=sr, out_sr=args.out_sr or sr, num_samples=num_samples)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("wrote %s (%.2f s, 2 channels, %d Hz)", args.out, num_samples / sr, args.out_sr or sr)
     return args.out
+
+
+def _render_piece(stage1, mono: torch.Tensor, mel_cfg, f0: int, f1: int, total: int, *, mode: str) -> torch.Tensor:
+    """Samples [f0 * hop, f1 * hop) of the mono renderer's output (2, n)."""
+    from DiffBinaural.renderer import CONTEXT_FRAMES, render
+
+    m0, m1 = max(0, f0 - CONTEXT_FRAMES), min(total, f1 + CONTEXT_FRAMES)
+    out = stage1(m0, m1)
+    hop = mel_cfg.hop_size
+    return render(mono, out[:2], mel_cfg, phase=out[2:] if out.shape[0] > 2 else None, mode=mode, mel_offset=m0,
+                  samples=(f0 * hop, f1 * hop))
+
+
+def _vocode_piece(stage1, generator, mel_cfg, f0: int, f1: int, total: int, chunk: int) -> torch.Tensor:
+    """Samples [f0 * hop, f1 * hop) of the vocoder's output (2, n), with the predicted interaural phase
+    when Stage 1 has one (then the neighbouring vocoder chunks are vocoded too: the IPD's STFT frames
+    reach a few frames beyond the piece, and chunks are the whole clip's, so pieces stay seamless)."""
+    from BigVGAN.inference import CONTEXT_FRAMES, iter_vocode
+    from BigVGAN.interaural import impose_ipd
+
+    hop = mel_cfg.hop_size
+    c0, c1 = max(0, f0 - chunk), min(total, f1 + chunk)  # with the neighbouring chunks, in case of a phase
+    m0, m1 = max(0, c0 - CONTEXT_FRAMES), min(total, c1 + CONTEXT_FRAMES)
+    out = stage1(m0, m1)
+    phase = out.shape[0] > 2
+    v0, v1 = (c0, c1) if phase else (f0, f1)
+    wav = torch.cat(list(iter_vocode(generator, out[:2], hop=hop, chunk_frames=chunk, frames=(v0, v1),
+                                     mel_offset=m0, total=total)), dim=1)
+    if not phase:
+        return wav
+    return impose_ipd(wav, out[2:, :, v0 - m0:v1 - m0], mel_cfg, offset=v0 * hop, total=total * hop,
+                      samples=(f0 * hop, f1 * hop))
 
 
 def _write_stream(out: str, chunks, *, sr: int, out_sr: int, num_samples: int) -> None:

@@ -101,9 +101,10 @@ class Stage1Trainer:
         if args.num_val > 0:
             val_set = Subset(val_set, range(min(args.num_val, len(val_set))))
         self.val_set = val_set
+        # Each clip K times per epoch, each copy with its own crop and flip (a ConcatDataset of K
+        # copies would give K identical items: crops are seeded by the item index).
+        self.train_set.set_repeats(args.dup_trainset)
         train_list = self.train_set
-        if args.dup_trainset > 1:
-            train_list = torch.utils.data.ConcatDataset([self.train_set] * args.dup_trainset)
         self.sampler = du.ResumableSampler(train_list, num_replicas=self.world, rank=self.rank, shuffle=True,
                                         seed=args.seed, drop_last=True)
         # The loader's own generator: creating an epoch's iterator must not consume the global RNG,
@@ -169,7 +170,7 @@ class Stage1Trainer:
         totals: dict[str, float] = {"loss": 0.0}
         buckets: dict[str, list[float]] = {}
         for i, batch in enumerate(micro_batches):
-            x0, kwargs = batch_inputs(batch, self.device, target=self.cfg["target"])
+            x0, kwargs = batch_inputs(batch, self.device, target=self.cfg["target"], phase=self.cfg["interaural_phase"])
             sync = i == len(micro_batches) - 1 or self.world == 1
             ctx = self.ddp.no_sync() if not sync else _nullcontext()
             with ctx, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,

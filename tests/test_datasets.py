@@ -16,6 +16,7 @@ from PIL import Image
 from BigVGAN.audio import BadInputError
 from BigVGAN.meldataset import MelConfig, mel_spectrogram
 from DiffBinaural.dataset import layout
+from DiffBinaural.dataset.base import _item_seed
 from DiffBinaural.dataset.fairplay import FairPlayDataset
 from DiffBinaural.dataset.real_binaural import RealBinauralDataset
 
@@ -24,6 +25,7 @@ SR, HOP = CFG.sampling_rate, CFG.hop_size
 W, H = 80, 60  # frame size in pixels
 P = 16  # image_size of the source crops
 SEG = 8  # mel frames per crop → 2048 samples
+CTX = (CFG.n_fft - HOP) // 2  # samples of context mel frame 0 sees before its first sample
 L, N = 5, 4
 RED_BOX = (10, 10, 30, 40)  # score 0.9: slot 0
 GREEN_BOX = (50, 20, 70, 50)  # score 0.5: slot 1
@@ -114,25 +116,99 @@ def test_audio_and_mels_are_the_exact_crop(rb_root):
         item = ds[index]
         s, e = item["start"], item["start"] + SEG * HOP
         paths = layout.rb_paths(rb_root, name)
-        binaural = torch.from_numpy(file_audio(paths["binaural"])[:, s:e])
-        mono = torch.from_numpy(file_audio(paths["mono"])[0, s:e]) if name == "a" else 0.5 * binaural.sum(0)
-        torch.testing.assert_close(item["binaural_audio"], binaural, rtol=0, atol=0)
-        torch.testing.assert_close(item["mono_audio"], mono, rtol=0, atol=1e-7)
-        torch.testing.assert_close(item["binaural_mel"], mel_spectrogram(binaural, CFG), rtol=0, atol=1e-5)
-        torch.testing.assert_close(item["mono_mel"][0], mel_spectrogram(mono, CFG), rtol=0, atol=1e-5)
+        binaural = torch.from_numpy(file_audio(paths["binaural"]))
+        mono = torch.from_numpy(file_audio(paths["mono"])[0]) if name == "a" else 0.5 * binaural.sum(0)
+        torch.testing.assert_close(item["binaural_audio"], binaural[:, s:e], rtol=0, atol=0)
+        torch.testing.assert_close(item["mono_audio"], mono[s:e], rtol=0, atol=1e-7)
+        # the mels are those frames of the whole file's mel (the crop's neighbours, not a reflection)
+        k0 = s // HOP
+        torch.testing.assert_close(item["binaural_mel"], mel_spectrogram(binaural, CFG)[..., k0 : k0 + SEG],
+                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(item["mono_mel"][0], mel_spectrogram(mono, CFG)[..., k0 : k0 + SEG],
+                                   rtol=0, atol=1e-5)
     # channel 0 is the file's channel 0: clip a has the tone on the left, silence on the right
     mel = ds[0]["binaural_mel"]
-    assert mel[0].mean() > mel[1].mean() + 3
+    # compare the loudest band: a pure tone fills one band, and its mean over all bands is only ~2 above
+    # silence (a crop reflected at its own ends used to add broadband edge frames that raised it)
+    assert mel[0].amax() > mel[1].amax() + 3
     assert torch.all(mel[1] < -11)  # silence sits at ln(1e-5)
 
 
-def test_whole_clip_mel_frames_align_with_crops(rb_root):
-    whole = rb(rb_root, "test", segment_frames=None)[1]
-    crop = rb(rb_root, "val")[1]
-    k0 = crop["start"] // HOP
-    assert whole["start"] == 0 and whole["mono_audio"].shape[0] == (SR // HOP) * HOP
-    # interior frames (away from the crop's reflect padding) coincide
-    torch.testing.assert_close(crop["binaural_mel"][..., 2:-2], whole["binaural_mel"][..., k0 + 2 : k0 + SEG - 2])
+def force_crop(ds, start: int):
+    """Make every item of ``ds`` the crop at ``start`` (edge cases that random crops rarely hit)."""
+    length = ds.segment_samples
+    ds.crop_span = lambda index, generator=None: (start, length)
+    return ds
+
+
+def assert_slice_of_whole(item: dict, whole: dict) -> None:
+    """``item``'s mels and audio are frames / samples ``start // hop ...`` of the whole-clip item."""
+    s = item["start"]
+    k0, frames = s // HOP, item["mono_mel"].shape[-1]
+    assert item["name"] == whole["name"] and whole["start"] == 0
+    for key in ("mono_mel", "binaural_mel"):
+        torch.testing.assert_close(item[key], whole[key][..., k0 : k0 + frames], rtol=0, atol=1e-5,
+                                   msg=lambda m, key=key: f"{key} of {item['name']} at {s}: {m}")
+    torch.testing.assert_close(item["binaural_audio"], whole["binaural_audio"][:, s : s + frames * HOP],
+                               rtol=0, atol=0)
+    torch.testing.assert_close(item["mono_audio"], whole["mono_audio"][s : s + frames * HOP], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["realbinaural", "fairplay"])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_crop_mels_are_slices_of_the_whole_clip_mel(request, kind, split):
+    """Every frame of a crop's mel, the first and last included, is the whole-clip mel's frame (the
+    inference path slices that one). FAIR-Play covers both the resampled (whole file) and the
+    segment-read branch of load_audio, RealBinaural the own-mono and the (L + R) / 2 clip."""
+    root = request.getfixturevalue("rb_root" if kind == "realbinaural" else "fp_root")
+    make = rb if kind == "realbinaural" else fp
+    whole_set = make(root, split, segment_frames=None)
+    wholes = [whole_set[i] for i in range(len(whole_set))]
+    ds = make(root, split, seed=11)
+    seen = set()
+    for epoch in range(3):  # the dataset's own crops
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            seen.add(item["start"])
+            assert_slice_of_whole(item, wholes[i])
+    if split == "train":
+        assert len(seen) > 1
+    for i, clip in enumerate(ds.clips):  # near the start, in the middle and near the end
+        last_start = (clip.num_samples // HOP - SEG) * HOP
+        for start in (0, HOP, 2 * HOP, (last_start // 2) // HOP * HOP, last_start - HOP, last_start):
+            item = force_crop(make(root, split), start)[i]
+            assert item["start"] == start
+            assert_slice_of_whole(item, wholes[i])
+
+
+@pytest.mark.parametrize("mono_short", [False, True])
+def test_crop_mels_at_the_clip_ends(rb_root, mono_short):
+    """A crop from sample 0 and one ending at the last full hop: the context that leaves the clip is
+    the clip reflected about its first / last sample, exactly as the whole-file mel pads it. With a
+    shorter mono file the clip ends where the mono does, not where the binaural file does."""
+    paths = layout.rb_paths(rb_root, "a")
+    if mono_short:
+        sf.write(paths["mono"], tone(1000, SR - 300), SR, subtype="FLOAT")
+    whole = rb(rb_root, "val", segment_frames=None)[0]
+    n = rb(rb_root, "val").clips[0].num_samples
+    assert n == (SR - 300 if mono_short else SR)
+    last = (n // HOP) * HOP
+    assert 0 < n - last < CTX  # the end crop's right context is partly reflected
+    # the whole-clip item is the mel of the files themselves (an independent reference)
+    binaural = torch.from_numpy(file_audio(paths["binaural"])[:, :n])
+    mono = torch.from_numpy(file_audio(paths["mono"])[0, :n])
+    torch.testing.assert_close(whole["binaural_mel"], mel_spectrogram(binaural, CFG), rtol=0, atol=1e-5)
+    torch.testing.assert_close(whole["mono_mel"][0], mel_spectrogram(mono, CFG), rtol=0, atol=1e-5)
+    for split in ("train", "val"):
+        for start in (0, last - SEG * HOP):
+            item = force_crop(rb(rb_root, split), start)[0]
+            assert item["start"] == start
+            assert_slice_of_whole(item, whole)
+    # a crop that is the whole clip (the only train crop): reflected context on both sides
+    item = rb(rb_root, "train", segment_frames=n // HOP)[0]
+    assert item["start"] == 0 and item["mono_audio"].shape[0] == last
+    assert_slice_of_whole(item, whole)
 
 
 def test_boxes_become_crops_positions_and_mask(rb_root):
@@ -193,6 +269,63 @@ def test_train_crops_are_seeded_per_item_and_epoch(rb_root):
     assert [rb(rb_root, "train", seed=8)[i]["start"] for i in range(2)] != [starts[0, 0], starts[0, 1]]
 
 
+def test_repeats_give_each_copy_its_own_crop(rb_root):
+    """``repeats=2`` (--dup_trainset 2): item i + len(clips) is another copy of clip i with a crop
+    of its own (a ConcatDataset of two copies gave the same crop twice)."""
+    ds = rb(rb_root, "train", seed=7)
+    ds.set_repeats(2)
+    assert len(ds) == 4 and ds.names == ["a", "b"] and ds.repeats == 2
+    assert [ds.clip_index(i) for i in range(-4, 4)] == [0, 1, 0, 1, 0, 1, 0, 1]
+    with pytest.raises(IndexError):
+        ds[4]
+    pairs = differ = 0
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        items = [ds[i] for i in range(len(ds))]
+        for i in range(2):
+            first, second = items[i], items[i + 2]
+            assert first["name"] == second["name"] == ds.names[i]
+            pairs += 1
+            differ += first["start"] != second["start"]
+            # each copy is still the exact crop of its clip
+            whole = rb(rb_root, "test", segment_frames=None)[i]
+            assert_slice_of_whole(first, whole)
+            assert_slice_of_whole(second, whole)
+    assert differ >= 0.8 * pairs, f"only {differ} of {pairs} copies drew their own crop"
+    assert ds[-1]["start"] == ds[3]["start"]  # a negative index names the same item
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=0)
+    assert next(iter(loader))["name"] == ["a", "b", "a", "b"]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(BadInputError, match="repeats"):
+            ds.set_repeats(bad)
+
+
+def test_repeats_one_keeps_the_old_seeds(rb_root):
+    """``repeats=1`` draws item i's crop and flip coin from (seed, epoch, i) exactly as before repeats
+    existed, and with ``repeats=2`` the first copy of each clip is that same item."""
+    plain = rb(rb_root, "train", seed=5, flip=True)
+    doubled = rb(rb_root, "train", seed=5, flip=True)
+    doubled.set_repeats(2)
+    free_hops = (SR - SEG * HOP) // HOP
+    flips = set()
+    for epoch in range(6):
+        plain.set_epoch(epoch)
+        doubled.set_epoch(epoch)
+        for i in range(len(plain)):
+            gen = torch.Generator().manual_seed(_item_seed(5, epoch, i))
+            start = HOP * int(torch.randint(0, free_hops + 1, (1,), generator=gen))
+            flip = bool(torch.rand((), generator=gen) < 0.5)
+            item, copy = plain[i], doubled[i]
+            assert item["start"] == copy["start"] == start
+            unflipped = force_crop(rb(rb_root, "train"), start)[i]
+            ears = unflipped["binaural_audio"].flip(0) if flip else unflipped["binaural_audio"]
+            torch.testing.assert_close(item["binaural_audio"], ears, rtol=0, atol=0)
+            for key in ("mono_mel", "binaural_mel", "binaural_audio", "frames", "positions", "mask"):
+                assert torch.equal(item[key], copy[key]), key
+            flips.add(flip)
+    assert flips == {True, False}
+
+
 def test_val_crop_is_centred_and_fixed(rb_root):
     ds = rb(rb_root, "val")
     free_hops = (SR - SEG * HOP) // HOP
@@ -217,7 +350,7 @@ def test_flip_swaps_ears_and_mirrors_picture(rb_root):
             continue
         torch.testing.assert_close(b["binaural_audio"], a["binaural_audio"].flip(0))
         torch.testing.assert_close(b["binaural_mel"], a["binaural_mel"].flip(0))
-        assert b["binaural_mel"][1].mean() > b["binaural_mel"][0].mean() + 3  # the tone is now on the right
+        assert b["binaural_mel"][1].amax() > b["binaural_mel"][0].amax() + 3  # the tone is now on the right
         torch.testing.assert_close(b["frames"], a["frames"].flip(-1))
         assert torch.equal(b["mask"], a["mask"])
         valid = ~a["mask"]

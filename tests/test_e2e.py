@@ -51,7 +51,7 @@ def test_whole_pipeline(tmp_path):
     generate_dataset(data, fmt="realbinaural", num_clips=6, seconds=1.5, seed=5, image_size=(96, 54),
                      split_fractions=(0.5, 0.25, 0.25))
     splits = data / "splits"
-    common = ["--data_root", data, "--ckpt", ck, "--id", "s1", *TINY1]
+    common = ["--data_root", data, "--ckpt", ck, "--id", "s1", *TINY1, "--interaural_phase"]
     _run("DiffBinaural/train_realBinaural.py", *common, "--list_train", splits / "train.csv", "--list_val",
          splits / "val.csv", "--batch_size_per_gpu", 2, "--max_steps", 2, "--steps", 2)
     for mode, lst, split in (("test", "test", "test"), ("gt", "test", "test"), ("test", "train", "train")):
@@ -59,6 +59,27 @@ def test_whole_pipeline(tmp_path):
              "--split", split, "--steps", 2, "--output_dir", tmp_path / ("mels_gt" if mode == "gt" else "mels_pred"))
     meta = json.loads((tmp_path / "mels_pred" / "meta.json").read_text())
     assert meta["mel"]["hop_size"] == 256 and meta["split"] == "train"  # the last dump's split
+    assert meta["phase"]["channels"] == ["coherence_real", "coherence_imag"]
+    names = [n.strip() for n in (splits / "test.csv").read_text().splitlines()[1:]]
+    for name in names:
+        phase = np.load(tmp_path / "mels_pred" / "phase" / "test" / f"{name}.npy")
+        mel = np.load(tmp_path / "mels_pred" / "left" / "test" / f"{name}.npy")
+        assert phase.shape == (2, 80, mel.shape[1]) and phase.dtype == np.float32
+
+    # the mono renderer: no vocoder; stereo, the mono's duration; from the true mels and phase it
+    # restores the interaural time differences that the mono copy lacks
+    mono_dir = data / "processed" / "mono_audios_22050Hz"
+    for mels, out in (("mels_pred", "rendered"), ("mels_gt", "rendered_gt")):
+        _run("DiffBinaural/render.py", "--mel_dir", tmp_path / mels, "--split", "test", "--mono_dir", mono_dir,
+             "--output_dir", tmp_path / out)
+    for name in names:
+        wav, sr = sf.read(tmp_path / "rendered" / f"{name}.wav")
+        assert sr == 22050 and wav.shape == (sf.info(mono_dir / f"{name}.wav").frames, 2)
+    _run("DiffBinaural/evaluate.py", "--pred_dir", tmp_path / "rendered_gt", "--gt_dir",
+         data / "processed" / "binaural_audios_22050Hz", "--out", tmp_path / "metrics_rendered.json", "--no-pesq")
+    doc = json.loads((tmp_path / "metrics_rendered.json").read_text())
+    for key in ("itd_error_ms", "ild_error_db", "stft_distance"):
+        assert doc["model"]["mean"][key] < 0.6 * doc["mono_baseline"]["mean"][key], key
 
     voc = ["--config", "BigVGAN/configs/bigvgan_tiny.json", "--audio_dir", data / "processed" / "binaural_audios_22050Hz",
            "--batch_size_per_gpu", 2, "--workers", 0, "--num_val", 1, "--segment_size", 4096,
@@ -69,9 +90,9 @@ def test_whole_pipeline(tmp_path):
          "--mel_pred_right_dir", tmp_path / "mels_pred" / "right" / "train",
          "--pretrained", tmp_path / "voc_gt" / "g_00000002")
     g = tmp_path / "voc" / "g_00000002"
-    _run("BigVGAN/inference.py", "--checkpoint_file", g, "--mel_left_dir", tmp_path / "mels_pred" / "left" / "test",
-         "--mel_right_dir", tmp_path / "mels_pred" / "right" / "test", "--output_dir", tmp_path / "wavs")
-    names = [n.strip() for n in (splits / "test.csv").read_text().splitlines()[1:]]
+    proc = _run("BigVGAN/inference.py", "--checkpoint_file", g, "--mel_left_dir", tmp_path / "mels_pred" / "left" / "test",
+                "--mel_right_dir", tmp_path / "mels_pred" / "right" / "test", "--output_dir", tmp_path / "wavs")
+    assert "with the interaural phase of" in proc.stdout  # found beside the mel dirs
     for name in names:
         wav, sr = sf.read(tmp_path / "wavs" / f"{name}.wav")
         mel = np.load(tmp_path / "mels_pred" / "left" / "test" / f"{name}.npy")
@@ -84,16 +105,22 @@ def test_whole_pipeline(tmp_path):
     import librosa
 
     sf.write(tmp_path / "in.wav", librosa.resample(mono, orig_sr=22050, target_sr=44100)[: 44100 * 1 + 123], 44100)
-    _run("binauralize.py", "--mono", tmp_path / "in.wav", "--video", tmp_path / "clip.mp4", "--stage1", ck / "s1",
-         "--vocoder", g, "--out", tmp_path / "out.wav", "--out_sr", 48000, "--steps", 2, "--chunk_frames", 40)
-    out, sr = sf.read(tmp_path / "out.wav")
-    assert sr == 48000 and out.shape[1] == 2 and abs(out.shape[0] - round((44100 + 123) * 48000 / 44100)) <= 2
-    # generated piece by piece (3 pieces of 40 frames): the very same samples
-    _run("binauralize.py", "--mono", tmp_path / "in.wav", "--video", tmp_path / "clip.mp4", "--stage1", ck / "s1",
-         "--vocoder", g, "--out", tmp_path / "out_pieces.wav", "--out_sr", 48000, "--steps", 2, "--chunk_frames", 40,
-         "--stream_frames", 40)
-    pieces, _ = sf.read(tmp_path / "out_pieces.wav")
-    np.testing.assert_array_equal(pieces, out)
+    for renderer in ("vocoder", "mono"):
+        flags = ["--mono", tmp_path / "in.wav", "--video", tmp_path / "clip.mp4", "--stage1", ck / "s1",
+                 "--renderer", renderer, "--out_sr", 48000, "--steps", 2, "--chunk_frames", 40]
+        flags += ["--vocoder", g] if renderer == "vocoder" else []
+        _run("binauralize.py", *flags, "--out", tmp_path / f"out_{renderer}.wav")
+        out, sr = sf.read(tmp_path / f"out_{renderer}.wav")
+        assert sr == 48000 and out.shape[1] == 2 and abs(out.shape[0] - round((44100 + 123) * 48000 / 44100)) <= 2
+        # generated piece by piece (3 pieces of 40 frames): the same samples (to 1 LSB of 16 bits: the
+        # STFTs of the interaural phase run over other frame counts, so float rounding may differ)
+        _run("binauralize.py", *flags, "--out", tmp_path / "out_pieces.wav", "--stream_frames", 40)
+        pieces, _ = sf.read(tmp_path / "out_pieces.wav")
+        np.testing.assert_allclose(pieces, out, atol=1.01 / 32768, rtol=0)
+    proc = subprocess.run([sys.executable, "binauralize.py", "--mono", tmp_path / "in.wav", "--video",
+                           tmp_path / "clip.mp4", "--stage1", ck / "s1", "--renderer", "vocoder", "--out", tmp_path / "x.wav"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and "--renderer vocoder needs --vocoder" in proc.stderr
 
     # a video shorter than the audio, a silent or clipped input, a missing or undecodable video: one line each
     sf.write(tmp_path / "long.wav", np.tile(mono, 3), 22050)

@@ -179,3 +179,85 @@ def test_fairplay_layout_trains_and_dumps_with_resnet18(tmp_path):
     (name,) = [p.stem for p in (tmp_path / "mels" / "left" / "test").glob("*.npy")]
     mel = np.load(tmp_path / "mels" / "right" / "test" / f"{name}.npy")
     assert mel.shape == (80, int(1.5 * 22050) // 256)  # 16 kHz file, mel at 22050 Hz
+
+
+@pytest.mark.parametrize("target,prediction", [("binaural", "epsilon"), ("residual", "sample"),
+                                               ("residual", "v_prediction")])
+def test_interaural_phase_trains_validates_and_dumps(data, tmp_path, target, prediction):
+    """--interaural_phase: 4 diffusion channels, a phase error in validation, a phase dir in the dump."""
+    from BigVGAN.interaural import phase_channels
+    from DiffBinaural.inference import run_inference
+    from DiffBinaural.model import Stage1Model
+    from DiffBinaural.utils.validation import validate
+
+    run(_train_args(data, tmp_path, "--max_steps", "2", "--interaural_phase", "--target", target,
+                    "--prediction_type", prediction), dataset_kind="realbinaural")
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["interaural_phase"] is True
+    model, cfg = load_stage1(str(tmp_path / "run"))
+    assert model.unet.out[-1].out_channels == 4
+    from DiffBinaural.dataset import build_dataset
+    from DiffBinaural.model import build_diffusion, build_sampler
+
+    args = _train_args(data, tmp_path, "--interaural_phase")
+    val = build_dataset("realbinaural", args, list_path=args.list_val, split="val")
+    metrics, _ = validate(model, build_sampler(build_diffusion(cfg), args), val, device=torch.device("cpu"),
+                          batch_size=2, seed=0)
+    assert 0 <= metrics["val/phase_error"] <= np.pi and 0 < metrics["val/baseline_phase_error"] <= np.pi
+    assert "val/phase_error" in (tmp_path / "run" / "train.log").read_text()
+    common = ["--id", "run", "--data_root", str(data), "--ckpt", str(tmp_path), "--list_test",
+              str(data / "splits" / "test.csv"), *TINY]
+    for mode in ("test", "gt"):
+        run_inference(inference_parser("t").parse_args([*common, "--mode", mode, "--output_dir", str(tmp_path / mode)]),
+                      "realbinaural")
+        assert json.loads((tmp_path / mode / "meta.json").read_text())["phase"]["dir"] == "phase"
+    import soundfile as sf
+
+    for name in [n.strip() for n in (data / "splits" / "test.csv").read_text().splitlines()[1:]]:
+        pred = np.load(tmp_path / "test" / "phase" / "test" / f"{name}.npy")
+        gt = np.load(tmp_path / "gt" / "phase" / "test" / f"{name}.npy")
+        wav, _ = sf.read(data / "processed" / "binaural_audios_22050Hz" / f"{name}.wav", dtype="float32")
+        assert pred.shape == gt.shape == (2, 80, wav.shape[0] // 256) and np.abs(pred).max() <= 1.0
+        expected = phase_channels(torch.from_numpy(wav.T.copy()), MelConfig()).numpy()
+        np.testing.assert_allclose(gt, expected, atol=1e-4)  # gt = the phase channels of the binaural file
+    assert isinstance(model, Stage1Model)
+
+
+def test_checkpoints_without_phase_channels_load_and_render(data, tmp_path):
+    """A run saved before --interaural_phase existed (no key in config.json) loads, dumps no phase dir,
+    and its mels render with the mono renderer (IPD 0)."""
+    from DiffBinaural.inference import run_inference
+    from DiffBinaural.renderer import render
+
+    run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
+    path = tmp_path / "run" / "config.json"
+    cfg = json.loads(path.read_text())
+    del cfg["interaural_phase"]
+    path.write_text(json.dumps(cfg))
+    model, cfg = load_stage1(str(tmp_path / "run"))
+    assert cfg["interaural_phase"] is False and model.unet.out[-1].out_channels == 2
+    run_inference(inference_parser("t").parse_args([
+        "--id", "run", "--data_root", str(data), "--ckpt", str(tmp_path), "--list_test",
+        str(data / "splits" / "test.csv"), "--output_dir", str(tmp_path / "mels"), *TINY]), "realbinaural")
+    assert not (tmp_path / "mels" / "phase").exists()
+    assert "phase" not in json.loads((tmp_path / "mels" / "meta.json").read_text())
+    name = (data / "splits" / "test.csv").read_text().split()[1]
+    import soundfile as sf
+
+    mono, _ = sf.read(data / "processed" / "mono_audios_22050Hz" / f"{name}.wav", dtype="float32")
+    mels = torch.from_numpy(np.stack([np.load(tmp_path / "mels" / s / "test" / f"{name}.npy") for s in ("left", "right")]))
+    out = render(torch.from_numpy(mono), mels, MelConfig())
+    assert out.shape == (2, len(mono)) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("target", ["binaural", "residual"])
+def test_diffusion_target_with_phase_channels(target):
+    from DiffBinaural.model import from_target, to_target
+
+    g = torch.Generator().manual_seed(1)
+    binaural = torch.rand(2, 2, 8, 12, generator=g) * 2 - 1
+    phase = torch.rand(2, 2, 8, 12, generator=g) * 2 - 1
+    mono = binaural.mean(dim=1, keepdim=True)
+    x0 = to_target(binaural, mono, target, phase)
+    assert x0.shape == (2, 4, 8, 12) and torch.equal(x0[:, 2:], phase)  # phase channels pass through unscaled
+    torch.testing.assert_close(from_target(x0, mono, target), torch.cat([binaural, phase], 1))

@@ -5,10 +5,12 @@ defines it; ``F`` = mel frames, ``S = F * hop`` samples, ``L`` = ``num_frames``,
 ``max_sources``, ``P`` = ``image_size``)::
 
     name            str      clip name (RealBinaural: the split CSV's name; FAIR-Play: the wav id)
-    start           int      first sample of the crop in the clip at 22050 Hz; a multiple of hop, so
+    start           int      first sample of the crop in the clip at 22050 Hz; a multiple of hop, and
                              mel frame k of the crop is frame start // hop + k of the whole-clip mel
     mono_mel        (1, n_mels, F)    float32 ln-mel (BigVGAN.meldataset.mel_spectrogram) of mono_audio
     binaural_mel    (2, n_mels, F)    float32 ln-mel of binaural_audio, channel 0 = left
+    phase           (2, n_mels, F)    float32 interaural phase channels of binaural_audio (Re, Im of
+                                      the band coherence, :mod:`BigVGAN.interaural`), same frames
     mono_audio      (S,)              float32 waveform in [-1, 1]
     binaural_audio  (2, S)            float32 waveform, channel 0 = left
     frames          (L, N, 3, P, P)   float32 RGB in [0, 1], *not* normalised (each visual encoder
@@ -20,9 +22,18 @@ defines it; ``F`` = mel frames, ``S = F * hop`` samples, ``L`` = ``num_frames``,
 Crops: ``split="train"`` draws a hop-aligned start uniformly from a ``torch.Generator`` seeded from
 ``(seed, epoch, index)`` (call :meth:`ClipDataset.set_epoch` each epoch; global RNGs are never used),
 ``val``/``test`` take the centred crop, and ``segment_frames=None`` returns the whole clip trimmed to a
-multiple of hop (for inference; batch size 1 since lengths differ). The optional train augmentation
+multiple of hop (for inference; batch size 1 since lengths differ). A crop's mel is computed with the
+``(n_fft - hop) // 2`` real neighbouring samples on each side (reflected about the clip's first / last
+sample only where the crop reaches an end, as the whole-clip mel pads), so it equals that slice of the
+whole-clip mel, edge frames included; the audio is the crop itself. The optional train augmentation
 ``flip`` mirrors the images, maps ``cx -> 1 - cx`` and swaps the left/right audio and mels, so the
 picture and the ears stay consistent (the original mirrored the images only).
+
+Repeats: ``repeats=K`` (``--dup_trainset``, or :meth:`ClipDataset.set_repeats`) lists every clip K times
+per epoch: ``len(dataset) = K * len(clips)`` and item ``i`` is clip ``i % len(clips)``. Crop and flip are
+seeded with the item index ``i``, so each copy draws its own crop (a ``ConcatDataset`` of K copies
+would repeat the same one); ``repeats=1`` gives the same items as before repeats existed. Methods that
+take an ``index`` take an item index; :attr:`ClipDataset.names` lists each clip once.
 
 Visual inputs: ``L`` frames at times ``start_s + (k + 0.5) / L * duration_s`` (frame ``i`` shows time
 ``(i - 1) / fps``), clamped to the frames that exist. In each frame the detection boxes of that frame,
@@ -51,6 +62,7 @@ import torch
 from PIL import Image
 
 from BigVGAN.audio import LEFT, RIGHT, BadInputError, load_wav, mono_from_binaural
+from BigVGAN.interaural import phase_channels
 from BigVGAN.meldataset import MelConfig, mel_spectrogram
 from DiffBinaural.dataset import layout
 
@@ -189,6 +201,7 @@ class ClipDataset(torch.utils.data.Dataset):
         seed: int = 0,
         skip_bad: bool = False,
         flip: bool = False,
+        repeats: int = 1,
     ):
         if split not in layout.SPLITS:
             raise BadInputError(None, f"split must be one of {', '.join(layout.SPLITS)}, got {split!r}")
@@ -210,6 +223,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.flip = bool(flip)
         self.epoch = 0
+        self.set_repeats(repeats)
         self._audio_cache: dict[str, np.ndarray] | None = None  # subclasses may enable it
         self.clips, self.skipped = self._build(skip_bad)
 
@@ -325,11 +339,24 @@ class ClipDataset(torch.utils.data.Dataset):
 
     # ---- items -------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.clips) * self.repeats
 
     @property
     def names(self) -> list[str]:
+        """The distinct clip names, in list order (one per clip, whatever ``repeats``)."""
         return [clip.name for clip in self.clips]
+
+    def set_repeats(self, repeats: int) -> None:
+        """List every clip ``repeats`` times (module docstring, "Repeats")."""
+        if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
+            raise BadInputError(None, f"repeats must be an integer >= 1, got {repeats!r}")
+        self.repeats = int(repeats)
+
+    def clip_index(self, index: int) -> int:
+        """Position in ``self.clips`` of item ``index`` (``-len(self) <= index < len(self)``)."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"item {index} out of range for {type(self).__name__} of {len(self)} items")
+        return int(index) % len(self.clips)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random crops of ``epoch`` (train). With persistent DataLoader workers, recreate
@@ -338,7 +365,8 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def crop_span(self, index: int, generator: torch.Generator | None = None) -> tuple[int, int]:
         """(start, length) in samples of item ``index``'s crop; train crops draw from ``generator``."""
-        clip = self.clips[index]
+        clip = self.clips[self.clip_index(index)]
+        index = int(index) % len(self)  # the seed of a negative index is that of the item it names
         hop = self.mel_cfg.hop_size
         length = self.segment_samples
         if length is None:  # whole clip
@@ -351,7 +379,8 @@ class ClipDataset(torch.utils.data.Dataset):
         return hop * (free_hops // 2), length
 
     def __getitem__(self, index: int) -> dict:
-        clip = self.clips[index]
+        clip = self.clips[self.clip_index(index)]
+        index = int(index) % len(self)  # the full item index: copies of a clip seed differently
         generator = None
         if self.split == "train" and self.segment_samples is not None:
             generator = torch.Generator().manual_seed(_item_seed(self.seed, self.epoch, index))
@@ -360,20 +389,27 @@ class ClipDataset(torch.utils.data.Dataset):
         flip = self.flip and generator is not None and bool(torch.rand((), generator=generator) < 0.5)
         # A whole clip's mel is the mel of the whole file (its last frame sees the samples past the
         # last full hop, exactly as the vocoder's mel of that wav); the audio is then cut to F * hop.
-        stop = clip.num_samples if self.segment_samples is None else start + length
-        mono, binaural = self.load_audio(index, start, stop)
+        # A crop is read with the context the whole-clip mel's frames see around it, so its mel is
+        # that slice of the whole-clip mel rather than a mel of the crop reflected at its own ends.
+        if self.segment_samples is None:
+            stop, context = clip.num_samples, 0
+        else:
+            stop, context = start + length, (self.mel_cfg.n_fft - self.mel_cfg.hop_size) // 2
+        mono, binaural = self.load_audio(index, start, stop, context=context)
         if flip:
             binaural = binaural[[RIGHT, LEFT]]
-        wav = torch.from_numpy(np.concatenate([mono[None], binaural]))  # (3, S): one mel call
+        wav = torch.from_numpy(np.concatenate([mono[None], binaural]))  # (3, S + 2 * context): one mel call
         with torch.no_grad():
-            mel = mel_spectrogram(wav, self.mel_cfg)  # (3, n_mels, F)
-        wav = wav[:, :length]
+            mel = mel_spectrogram(wav, self.mel_cfg, padded=context > 0)  # (3, n_mels, F)
+            phase = phase_channels(wav[1:], self.mel_cfg, padded=context > 0)  # (2, n_mels, F)
+        wav = wav[:, context : context + length]
         frames, positions, mask = self.visual_inputs(index, start, length, flip=flip)
         return {
             "name": clip.name,
             "start": start,
             "mono_mel": mel[:1],
             "binaural_mel": mel[1:],
+            "phase": phase,
             "mono_audio": wav[0],
             "binaural_audio": wav[1:],
             "frames": frames,
@@ -381,32 +417,50 @@ class ClipDataset(torch.utils.data.Dataset):
             "mask": mask,
         }
 
-    def load_audio(self, index: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Mono ``(S,)`` and binaural ``(2, S)`` float32 samples ``[start, stop)`` at the mel rate."""
-        clip = self.clips[index]
+    def load_audio(
+        self, index: int, start: int, stop: int, *, context: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mono ``(S,)`` and binaural ``(2, S)`` float32 samples ``[start, stop)`` of item ``index`` at
+        the mel rate, with ``context`` more samples on each side: ``S = stop - start + 2 * context``.
+
+        Context that falls outside the clip's ``[0, num_samples)`` is the clip reflected about its
+        first / last sample (numpy/torch ``"reflect"``: the edge sample is not repeated), which is how
+        :func:`mel_spectrogram` pads the whole clip; ``[start, stop)`` itself is read as asked.
+        """
+        clip = self.clips[self.clip_index(index)]
+        if context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
+        # what is read: the span plus the part of the context that lies inside the clip
+        lo, hi = min(start, max(start - context, 0)), max(stop, min(stop + context, clip.num_samples))
         sr = self.mel_cfg.sampling_rate
         if clip.file_rate == sr:
-            binaural = read_segment(clip.binaural_path, start, stop)
+            binaural = read_segment(clip.binaural_path, lo, hi)
         else:  # resampling needs the whole file for exact, edge-free samples
             full = None if self._audio_cache is None else self._audio_cache.get(clip.binaural_path)
             if full is None:
                 full = load_wav(clip.binaural_path, sampling_rate=sr, channels=2, resample_ok=True)
                 if self._audio_cache is not None:
                     self._audio_cache[clip.binaural_path] = full
-            binaural = full[:, start:stop]
-            if binaural.shape[1] != stop - start:
-                raise BadInputError(clip.binaural_path, f"resampled audio ends before sample {stop}")
+            binaural = full[:, lo:hi]
+            if binaural.shape[1] != hi - lo:
+                raise BadInputError(clip.binaural_path, f"resampled audio ends before sample {hi}")
         if clip.mono_path is not None:
-            mono = read_segment(clip.mono_path, start, stop)[0]
+            mono = read_segment(clip.mono_path, lo, hi)[0]
         else:
-            mono = mono_from_binaural(binaural)
+            mono = mono_from_binaural(binaural)  # linear, so reflecting after the mix is the same
+        # the rest of the context: reflected about the clip's ends (a mel's context is shorter than
+        # any clip, which has >= n_fft samples, so what was read always covers the reflection)
+        pad = (lo - (start - context), (stop + context) - hi)
+        if pad != (0, 0):
+            binaural = np.pad(binaural, ((0, 0), pad), mode="reflect")
+            mono = np.pad(mono, pad, mode="reflect")
         return np.ascontiguousarray(mono, dtype=np.float32), np.ascontiguousarray(binaural, dtype=np.float32)
 
     def frame_indices(self, index: int, start: int, length: int) -> list[int]:
         """The ``L`` 1-based frame indices spread over samples ``[start, start + length)``."""
         sr = self.mel_cfg.sampling_rate
         t0, duration = start / sr, length / sr
-        last = self.clips[index].num_images
+        last = self.clips[self.clip_index(index)].num_images
         return [
             min(max(layout.frame_index_at(t0 + (k + 0.5) / self.num_frames * duration, self.fps), 1), last)
             for k in range(self.num_frames)
@@ -417,7 +471,7 @@ class ClipDataset(torch.utils.data.Dataset):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``frames`` (L, N, 3, P, P), ``positions`` (L, N, 2), ``mask`` (L, N) for any span of a clip
         (e.g. one window of sliding-window inference)."""
-        clip = self.clips[index]
+        clip = self.clips[self.clip_index(index)]
         size, n_src = self.image_size, self.max_sources
         images = np.zeros((self.num_frames, n_src, size, size, 3), np.uint8)
         positions = np.zeros((self.num_frames, n_src, 2), np.float32)

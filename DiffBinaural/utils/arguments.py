@@ -21,7 +21,11 @@ MODEL_KEYS = (
     "arch_frame", "pretrained_frame", "context_dim",
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
+    "interaural_phase",
 )
+# Keys added after the first release, with the value that reproduces older runs' behaviour: a
+# config.json without them still loads (and behaves as before).
+OPTIONAL_KEYS = {"interaural_phase": False}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -69,6 +73,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=("l1", "l2"), default="l1")
     g.add_argument("--p_drop_visual", type=float, default=0.1, help="condition dropout for guidance")
     g.add_argument("--p_drop_mono", type=float, default=0.1)
+    g.add_argument("--interaural_phase", action=argparse.BooleanOptionalAction, default=False,
+                   help="also generate the interaural phase per mel band and frame (2 more channels: the complex "
+                        "interaural coherence, BigVGAN.interaural); the renderers then restore ITD")
 
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", choices=("ddim", "dpmsolver++"), default="ddim")
@@ -99,7 +106,8 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--num_val", type=int, default=-1, help="validation clips to sample (-1: all)")
     g.add_argument("--num_vis", type=int, default=4, help="validation clips drawn to TensorBoard")
     g.add_argument("--disp_iter", type=int, default=10, help="log every K steps")
-    g.add_argument("--dup_trainset", type=int, default=1, help="repeat the train list K times per epoch")
+    g.add_argument("--dup_trainset", type=int, default=1,
+                   help="list every train clip K times per epoch, each copy with its own random crop")
     g.add_argument("--flip_aug", action=argparse.BooleanOptionalAction, default=False,
                    help="mirror images and swap L/R together")
     g.add_argument("--save_every", type=int, default=0,
@@ -145,7 +153,7 @@ def model_config(args: argparse.Namespace) -> dict:
 
 def load_model_config(path: str) -> dict:
     """Read a saved config.json; unknown or missing keys stop with one line naming the file."""
-    cfg = read_json(path)
+    cfg = {**OPTIONAL_KEYS, **read_json(path)}
     unknown = sorted(set(cfg) - set(MODEL_KEYS))
     missing = sorted(set(MODEL_KEYS) - set(cfg))
     if unknown:

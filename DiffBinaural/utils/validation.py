@@ -7,6 +7,10 @@ Distances are RMSEs of natural-log mels (the vocoder's space), per clip, average
 * ``val/diff_distance``     RMSE of the L−R mel difference: the spatial part, which the mono mel alone
   cannot give (the mono-copy baseline predicts a difference of exactly 0)
 * ``val/baseline_*``        the same for the mono-copy baseline (the mono mel on both channels)
+* ``val/phase_error``       with ``interaural_phase``: mean absolute difference (radians, wrapped to
+  [0, π]) between the predicted and the true interaural phase per band and frame, weighted by the true
+  coherence ``|γ|`` (diffuse or silent bands, whose phase is meaningless, hardly count); the baseline's
+  interaural phase is 0 (``val/baseline_phase_error``)
 
 Every rank samples its shard; sums and counts are all-reduced, so the numbers are the whole job's.
 """
@@ -22,6 +26,18 @@ from BigVGAN.audio import LEFT, RIGHT
 from BigVGAN.meldataset import denormalize_mel
 
 KEYS = ("mel_distance_left", "mel_distance_right", "mel_distance", "diff_distance")
+PHASE_KEYS = ("phase_error",)
+
+
+def phase_errors(pred: torch.Tensor | None, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-clip (sum of |γ|-weighted wrapped angle errors, sum of weights), both (B,), for phase channels
+    (B, 2, M, F) (``pred=None``: the mono copy's phase 0)."""
+    weight = torch.sqrt(gt[:, 0] ** 2 + gt[:, 1] ** 2)
+    angle = torch.atan2(gt[:, 1], gt[:, 0])
+    if pred is not None:
+        angle = angle - torch.atan2(pred[:, 1], pred[:, 0])
+    err = torch.abs(torch.remainder(angle + torch.pi, 2 * torch.pi) - torch.pi)
+    return (weight * err).sum(dim=(1, 2)), weight.sum(dim=(1, 2))
 
 
 def mel_distances(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,13 +64,20 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
     shard = DistributedSampler(dataset, num_replicas=du.get_world_size(), rank=du.get_rank(), shuffle=False)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0,
                         generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
+    has_phase = bool(model.cfg.get("interaural_phase", False))
     sums = torch.zeros(2 * len(KEYS) + 1, dtype=torch.float64, device=device)
+    phase_sums = torch.zeros(3, dtype=torch.float64, device=device)  # model error, baseline error, weight
     vis: list[dict] = []
     for i, batch in enumerate(loader):
         _, kwargs = batch_inputs(batch, device, target=model.cfg["target"])
         # one fixed generator per batch position: the same clips get the same noise every validation
         gen = torch.Generator().manual_seed(seed * 7919 + du.get_rank() * 100_003 + i)
-        pred = denormalize_mel(sample_mels(model, sampler, kwargs, generator=gen))
+        out = sample_mels(model, sampler, kwargs, generator=gen)
+        pred = denormalize_mel(out[:, :2])
+        if has_phase:
+            gt_phase = batch["phase"].to(device)
+            (err, w), (base_err, _) = phase_errors(out[:, 2:], gt_phase), phase_errors(None, gt_phase)
+            phase_sums += torch.stack([err.sum(), base_err.sum(), w.sum()]).double()
         gt = batch["binaural_mel"].to(device)
         mono = batch["mono_mel"].to(device).expand_as(gt)
         ours, base = mel_distances(pred, gt), mel_distances(mono, gt)
@@ -69,6 +92,10 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
     n = max(sums[-1].item(), 1.0)
     metrics = {f"val/{k}": sums[i].item() / n for i, k in enumerate(KEYS)}
     metrics.update({f"val/baseline_{k}": sums[len(KEYS) + i].item() / n for i, k in enumerate(KEYS)})
+    if has_phase:
+        phase_sums = du.all_reduce_sum(phase_sums)
+        w = max(phase_sums[2].item(), 1e-12)
+        metrics.update({"val/phase_error": phase_sums[0].item() / w, "val/baseline_phase_error": phase_sums[1].item() / w})
     return metrics, vis
 
 
