@@ -41,50 +41,51 @@ DEMO ?= runs/demo
 D := $(DEMO)/data
 TINY1 := --unet_channels 32 --unet_mults 1 2 2 --attn_levels 2 --num_res_blocks 1 --norm_groups 8 \
 	--context_dim 64 --num_heads 2 --img_size 32 --num_frames 3 --segment_frames 32 --target residual \
-	--prediction_type sample
+	--prediction_type sample --interaural_phase
+DEMO_CLIPS ?= 300
+DEMO_EPOCHS ?= 50
 SPLITS := --data_root $(D) --ckpt $(DEMO)/ckpt --id stage1 --workers 1
 VOC := --config BigVGAN/configs/bigvgan_tiny.json --audio_dir $(D)/processed/binaural_audios_22050Hz \
 	--batch_size_per_gpu 4 --workers 1 --num_val 2 --segment_size 8192 --summary_interval 25
 
 demo: $(STAMP)
 	@echo "== 1/6 synthetic dataset"
-	$(PY) -m DiffBinaural.dataset.synthetic --out $(D) --num_clips 80 --seconds 4 --seed 0 --overwrite
-	@echo "== 2/6 Stage 1 training (tiny model, CPU)"
+	$(PY) -m DiffBinaural.dataset.synthetic --out $(D) --num_clips $(DEMO_CLIPS) --seconds 4 --seed 0 --overwrite
+	@echo "== 2/6 Stage 1 training (tiny model, CPU, with interaural phase)"
 	$(PY) DiffBinaural/train_realBinaural.py $(SPLITS) $(TINY1) --list_train $(D)/splits/train.csv \
-		--list_val $(D)/splits/val.csv --batch_size_per_gpu 8 --num_epoch 25 --lr_unet 1e-3 --lr_frame 1e-3 \
-		--eval_epoch 5 --steps 10 --dup_trainset 2 --disp_iter 50
-	@echo "== 3/6 Stage 1 mels: test (predicted and ground truth), train (predicted, for scheduled sampling)"
+		--list_val $(D)/splits/val.csv --batch_size_per_gpu 8 --num_epoch $(DEMO_EPOCHS) --lr_unet 1e-3 --lr_frame 1e-3 \
+		--eval_epoch 10 --num_val 16 --steps 10 --disp_iter 100
+	@echo "== 3/6 Stage 1 mels and interaural phase of the test clips (predicted, and ground truth)"
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode test --list_test $(D)/splits/test.csv --steps 10 \
 		--output_dir $(DEMO)/mels_pred
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode gt --list_test $(D)/splits/test.csv \
 		--output_dir $(DEMO)/mels_gt
-	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode test --list_test $(D)/splits/train.csv --split train \
-		--steps 4 --window_hop 32 --window_batch 16 --output_dir $(DEMO)/mels_train
-	@echo "== 4/6 vocoder: ground-truth mels, then scheduled sampling on the Stage 1 mels"
-	$(PY) BigVGAN/train_binaural_mel.py $(VOC) --checkpoint_path $(DEMO)/vocoder_gt --train_list $(D)/splits/train.csv \
+	@echo "== 4/6 vocoder on ground-truth mels (the seed's Stage 2; a CPU can train it only briefly)"
+	$(PY) BigVGAN/train_binaural_mel.py $(VOC) --checkpoint_path $(DEMO)/vocoder --train_list $(D)/splits/train.csv \
 		--val_list $(D)/splits/val.csv --max_steps 200 --checkpoint_interval 200 --validation_interval 200
-	$(PY) BigVGAN/train_binaural_both.py $(VOC) --checkpoint_path $(DEMO)/vocoder --use_scheduled_sampling \
-		--mel_pred_left_dir $(DEMO)/mels_train/left/train --mel_pred_right_dir $(DEMO)/mels_train/right/train \
-		--pretrained $(DEMO)/vocoder_gt/g_00000200 --ss_schedule "0:0.5 2:1" --val_list $(D)/splits/val.csv \
-		--max_steps 60 --checkpoint_interval 60 --validation_interval 60
-	@echo "== 5/6 binauralize the test clips (mel dirs -> wavs), and one clip end to end with binauralize.py"
-	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000060 --mel_left_dir $(DEMO)/mels_pred/left/test \
-		--mel_right_dir $(DEMO)/mels_pred/right/test --output_dir $(DEMO)/wav_model
-	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000060 --mel_left_dir $(DEMO)/mels_gt/left/test \
-		--mel_right_dir $(DEMO)/mels_gt/right/test --output_dir $(DEMO)/wav_ceiling
+	@echo "== 5/6 render the test clips: mono renderer (predicted, and GT mels + phase), vocoder; one clip with binauralize.py"
+	$(PY) DiffBinaural/render.py --mel_dir $(DEMO)/mels_pred --split test --mono_dir $(D)/processed/mono_audios_22050Hz \
+		--output_dir $(DEMO)/wav_mono_renderer
+	$(PY) DiffBinaural/render.py --mel_dir $(DEMO)/mels_gt --split test --mono_dir $(D)/processed/mono_audios_22050Hz \
+		--output_dir $(DEMO)/wav_renderer_gt
+	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000200 --mel_left_dir $(DEMO)/mels_pred/left/test \
+		--mel_right_dir $(DEMO)/mels_pred/right/test --output_dir $(DEMO)/wav_vocoder
+	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000200 --mel_left_dir $(DEMO)/mels_pred/left/test \
+		--mel_right_dir $(DEMO)/mels_pred/right/test --output_dir $(DEMO)/wav_vocoder_no_ipd --no-phase
 	name=$$(sed -n 2p $(D)/splits/test.csv); \
 	awk -F, -v n="$$name" 'NR == 1 || $$1 == n' $(D)/action_detection_results/detection_results.csv > $(DEMO)/boxes.csv; \
 	$(PY) binauralize.py --mono $(D)/processed/mono_audios_22050Hz/$$name.wav --frames $(D)/processed/frames/$$name \
-		--boxes $(DEMO)/boxes.csv --stage1 $(DEMO)/ckpt/stage1 --vocoder $(DEMO)/vocoder/g_00000060 --steps 10 \
-		--out $(DEMO)/binauralized_$$name.wav
+		--boxes $(DEMO)/boxes.csv --stage1 $(DEMO)/ckpt/stage1 --steps 10 --out $(DEMO)/binauralized_$$name.wav
 	@echo "== 6/6 evaluate and report"
-	$(PY) DiffBinaural/evaluate.py --pred_dir $(DEMO)/wav_model --gt_dir $(D)/processed/binaural_audios_22050Hz \
-		--out $(DEMO)/metrics_model.json
-	$(PY) DiffBinaural/evaluate.py --pred_dir $(DEMO)/wav_ceiling --gt_dir $(D)/processed/binaural_audios_22050Hz \
-		--out $(DEMO)/metrics_ceiling.json
-	$(PY) -m DiffBinaural.report --out_dir $(DEMO) --metrics_model $(DEMO)/metrics_model.json \
-		--metrics_ceiling $(DEMO)/metrics_ceiling.json --pred_mels $(DEMO)/mels_pred --gt_mels $(DEMO)/mels_gt \
-		--pred_wavs $(DEMO)/wav_model --gt_wavs $(D)/processed/binaural_audios_22050Hz \
+	for sys in mono_renderer vocoder vocoder_no_ipd renderer_gt; do \
+		$(PY) DiffBinaural/evaluate.py --pred_dir $(DEMO)/wav_$$sys --gt_dir $(D)/processed/binaural_audios_22050Hz \
+			--out $(DEMO)/metrics_$$sys.json || exit 1; \
+	done
+	$(PY) -m DiffBinaural.report --out_dir $(DEMO) --system "mono renderer=$(DEMO)/wav_mono_renderer:$(DEMO)/metrics_mono_renderer.json" \
+		--system "vocoder + IPD=$(DEMO)/wav_vocoder:$(DEMO)/metrics_vocoder.json" \
+		--system "vocoder, no IPD=$(DEMO)/wav_vocoder_no_ipd:$(DEMO)/metrics_vocoder_no_ipd.json" \
+		--system "renderer on GT mels + phase (ceiling)=$(DEMO)/wav_renderer_gt:$(DEMO)/metrics_renderer_gt.json" \
+		--pred_mels $(DEMO)/mels_pred --gt_mels $(DEMO)/mels_gt --gt_wavs $(D)/processed/binaural_audios_22050Hz \
 		--mono_wavs $(D)/processed/mono_audios_22050Hz
 
 clean:

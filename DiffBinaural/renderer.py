@@ -50,7 +50,7 @@ from BigVGAN.meldataset import (
 )
 
 MODES = ("free", "sum", "symmetric")
-MAX_GAIN_DB = 12.0  # a coherent ear is at most 2x (6 dB) the down-mix; allow reverb and several sources
+MAX_GAIN_DB = 9.0  # a coherent ear is at most 2x (6 dB) the down-mix; 3 dB more for reverb and several sources
 MIN_GAIN_DB = -40.0
 CONTEXT_FRAMES = 4  # frames on each side that a piece of output needs (istft reaches 2 back, 1 ahead)
 

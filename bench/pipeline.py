@@ -1,6 +1,7 @@
-"""binauralize.py on long inputs: wall time per second of audio and peak memory vs input length.
+"""binauralize.py on long inputs: wall time per second of audio and peak memory vs input length,
+for both renderers (``--renderer mono`` and ``--renderer vocoder``).
 
-    python bench/pipeline.py [--seconds 10 60 300] [--steps 5] [--stage1 RUN_DIR --vocoder G_CKPT]
+    python bench/pipeline.py [--seconds 10 60 300] [--steps 5] [--renderers mono vocoder] [--stage1 RUN_DIR --vocoder G_CKPT]
 
 Without --stage1/--vocoder it builds tiny randomly initialised models (the demo's sizes), since only
 speed and memory are measured. Each input is a synthetic clip rendered at the requested length with
@@ -24,7 +25,7 @@ from common import machine
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_STAGE1 = ["--unet_channels", "32", "--unet_mults", "1", "2", "2", "--attn_levels", "2", "--num_res_blocks", "1",
                "--norm_groups", "8", "--context_dim", "64", "--num_heads", "2", "--img_size", "32", "--num_frames", "3",
-               "--segment_frames", "32", "--target", "residual", "--prediction_type", "sample"]
+               "--segment_frames", "32", "--target", "residual", "--prediction_type", "sample", "--interaural_phase"]
 
 
 _WRAP = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, nargs="+", default=[10, 60, 300])
     p.add_argument("--steps", type=int, default=5, help="sampling steps")
+    p.add_argument("--renderers", nargs="+", choices=("mono", "vocoder"), default=["mono", "vocoder"])
     p.add_argument("--stage1", default=None)
     p.add_argument("--vocoder", default=None)
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "pipeline_cpu.json"))
@@ -64,14 +66,16 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         stage1, vocoder = (args.stage1, args.vocoder) if args.stage1 else tiny_models(work)
-        for sec in args.seconds:
+        for sec, renderer in [(sec, r) for sec in args.seconds for r in args.renderers]:
             data = os.path.join(work, f"data{sec:g}")
-            generate_dataset(data, fmt="realbinaural", num_clips=1, seconds=sec, seed=0, split_fractions=(1, 0, 0))
+            if not os.path.isdir(data):
+                generate_dataset(data, fmt="realbinaural", num_clips=1, seconds=sec, seed=0, split_fractions=(1, 0, 0))
             name = "synth_000001"
             cmd = [sys.executable, os.path.join(REPO, "binauralize.py"),
                    "--mono", os.path.join(data, "processed", "mono_audios_22050Hz", f"{name}.wav"),
                    "--frames", os.path.join(data, "processed", "frames", name), "--stage1", stage1,
-                   "--vocoder", vocoder, "--steps", str(args.steps), "--out", os.path.join(work, f"out{sec:g}.wav")]
+                   "--renderer", renderer, "--steps", str(args.steps), "--out", os.path.join(work, f"out{sec:g}.wav")]
+            cmd += ["--vocoder", vocoder] if renderer == "vocoder" else []
             t0 = time.perf_counter()
             # a fresh parent per run, so RUSAGE_CHILDREN's max RSS is this run's alone
             proc = subprocess.run([sys.executable, "-c", _WRAP, *cmd], capture_output=True, text=True)
@@ -79,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr[-2000:])
             peak_kb = int(proc.stdout.strip().splitlines()[-1])
-            rows.append({"seconds": sec, "wall_s": wall, "wall_per_audio_s": wall / sec, "peak_rss_MB": peak_kb / 1024})
-            print(f"{sec:>6g} s input: {wall:7.1f} s wall ({wall / sec:.3f} s per audio second), "
+            rows.append({"seconds": sec, "renderer": renderer, "wall_s": wall, "wall_per_audio_s": wall / sec,
+                         "peak_rss_MB": peak_kb / 1024})
+            print(f"{renderer:>7}, {sec:>6g} s input: {wall:7.1f} s wall ({wall / sec:.3f} s per audio second), "
                   f"peak RSS {rows[-1]['peak_rss_MB']:.0f} MB", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

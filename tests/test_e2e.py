@@ -80,6 +80,19 @@ def test_whole_pipeline(tmp_path):
     doc = json.loads((tmp_path / "metrics_rendered.json").read_text())
     for key in ("itd_error_ms", "ild_error_db", "stft_distance"):
         assert doc["model"]["mean"][key] < 0.6 * doc["mono_baseline"]["mean"][key], key
+    _run("DiffBinaural/evaluate.py", "--pred_dir", tmp_path / "rendered", "--gt_dir",
+         data / "processed" / "binaural_audios_22050Hz", "--out", tmp_path / "metrics_pred.json", "--no-pesq")
+    # the demo's report: one column per system beside the mono copy, cue figures of all of them
+    proc = _run("-m", "DiffBinaural.report", "--out_dir", tmp_path / "report",
+                "--system", f"mono renderer={tmp_path / 'rendered'}:{tmp_path / 'metrics_pred.json'}",
+                "--system", f"GT mels={tmp_path / 'rendered_gt'}:{tmp_path / 'metrics_rendered.json'}",
+                "--pred_mels", tmp_path / "mels_pred", "--gt_mels", tmp_path / "mels_gt",
+                "--gt_wavs", data / "processed" / "binaural_audios_22050Hz", "--mono_wavs", mono_dir, "--clips", 1)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| metric | mono renderer | GT mels | mono-copy baseline |" in report
+    itd_row = next(line for line in report.splitlines() if line.startswith("| `itd_error_ms`"))
+    assert f"{doc['model']['mean']['itd_error_ms']:.4f}" in itd_row
+    assert len(list((tmp_path / "report").glob("cues_*.png"))) == 1
 
     voc = ["--config", "BigVGAN/configs/bigvgan_tiny.json", "--audio_dir", data / "processed" / "binaural_audios_22050Hz",
            "--batch_size_per_gpu", 2, "--workers", 0, "--num_val", 1, "--segment_size", 4096,

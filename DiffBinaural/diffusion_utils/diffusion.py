@@ -6,7 +6,8 @@ knows the noise schedule and the training objective but no architecture, and
 
 Notation (variable name -> paper symbol):
 
-- ``x0``              -> x_0, normalised log-mels in [-1, 1], shape (B, 2, M, F), channel 0 = left
+- ``x0``              -> x_0, normalised log-mels in [-1, 1], shape (B, C, M, F), channel 0 = left
+                         (C = 2; 4 with the interaural phase channels, DiffBinaural.model.to_target)
 - ``t``               -> t ∈ {0, …, T-1}, one integer timestep per sample, shape (B,)
 - ``alphas_cumprod``  -> ᾱ_t = ∏_{s≤t} (1 - β_s), shape (T,)
 - ``noise``           -> ε ~ N(0, I), shape of ``x0``
@@ -175,7 +176,8 @@ class GaussianDiffusion:
 
         Args:
             model: the network (see the module docstring of ``DiffBinaural.modules.unet`` for the contract).
-            x0: (B, 2, M, F) clean normalised log-mels.
+            x0: (B, C, M, F) clean diffusion variable (normalised log-mels, C = 2, plus phase channels with
+                ``interaural_phase``, C = 4).
             model_kwargs: conditions, e.g. ``mono_mel`` (B, 1, M, F), ``context`` (B, K, D),
                 ``context_mask`` (B, K) bool. Must not contain ``drop_visual`` / ``drop_mono``.
             generator: draws t, ε and the masks (a CPU generator works for any device).
