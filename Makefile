@@ -43,7 +43,7 @@ TINY1 := --unet_channels 32 --unet_mults 1 2 2 --attn_levels 2 --num_res_blocks 
 	--context_dim 64 --num_heads 2 --img_size 32 --num_frames 3 --segment_frames 32 --target residual \
 	--prediction_type sample --interaural_phase
 DEMO_CLIPS ?= 300
-DEMO_EPOCHS ?= 50
+DEMO_STEPS ?= 1500
 SPLITS := --data_root $(D) --ckpt $(DEMO)/ckpt --id stage1 --workers 1
 VOC := --config BigVGAN/configs/bigvgan_tiny.json --audio_dir $(D)/processed/binaural_audios_22050Hz \
 	--batch_size_per_gpu 4 --workers 1 --num_val 2 --segment_size 8192 --summary_interval 25
@@ -53,24 +53,24 @@ demo: $(STAMP)
 	$(PY) -m DiffBinaural.dataset.synthetic --out $(D) --num_clips $(DEMO_CLIPS) --seconds 4 --seed 0 --overwrite
 	@echo "== 2/6 Stage 1 training (tiny model, CPU, with interaural phase)"
 	$(PY) DiffBinaural/train_realBinaural.py $(SPLITS) $(TINY1) --list_train $(D)/splits/train.csv \
-		--list_val $(D)/splits/val.csv --batch_size_per_gpu 8 --num_epoch $(DEMO_EPOCHS) --lr_unet 1e-3 --lr_frame 1e-3 \
+		--list_val $(D)/splits/val.csv --batch_size_per_gpu 8 --num_epoch 1000 --max_steps $(DEMO_STEPS) --lr_unet 1e-3 --lr_frame 1e-3 \
 		--eval_epoch 10 --num_val 16 --steps 10 --disp_iter 100
 	@echo "== 3/6 Stage 1 mels and interaural phase of the test clips (predicted, and ground truth)"
-	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode test --list_test $(D)/splits/test.csv --steps 10 \
-		--output_dir $(DEMO)/mels_pred
+	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode test --list_test $(D)/splits/test.csv --steps 5 \
+		--num_samples 4 --output_dir $(DEMO)/mels_pred
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode gt --list_test $(D)/splits/test.csv \
 		--output_dir $(DEMO)/mels_gt
 	@echo "== 4/6 vocoder on ground-truth mels (the seed's Stage 2; a CPU can train it only briefly)"
 	$(PY) BigVGAN/train_binaural_mel.py $(VOC) --checkpoint_path $(DEMO)/vocoder --train_list $(D)/splits/train.csv \
-		--val_list $(D)/splits/val.csv --max_steps 200 --checkpoint_interval 200 --validation_interval 200
+		--val_list $(D)/splits/val.csv --max_steps 100 --checkpoint_interval 100 --validation_interval 100
 	@echo "== 5/6 render the test clips: mono renderer (predicted, and GT mels + phase), vocoder; one clip with binauralize.py"
 	$(PY) DiffBinaural/render.py --mel_dir $(DEMO)/mels_pred --split test --mono_dir $(D)/processed/mono_audios_22050Hz \
 		--output_dir $(DEMO)/wav_mono_renderer
 	$(PY) DiffBinaural/render.py --mel_dir $(DEMO)/mels_gt --split test --mono_dir $(D)/processed/mono_audios_22050Hz \
 		--output_dir $(DEMO)/wav_renderer_gt
-	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000200 --mel_left_dir $(DEMO)/mels_pred/left/test \
+	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000100 --mel_left_dir $(DEMO)/mels_pred/left/test \
 		--mel_right_dir $(DEMO)/mels_pred/right/test --output_dir $(DEMO)/wav_vocoder
-	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000200 --mel_left_dir $(DEMO)/mels_pred/left/test \
+	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000100 --mel_left_dir $(DEMO)/mels_pred/left/test \
 		--mel_right_dir $(DEMO)/mels_pred/right/test --output_dir $(DEMO)/wav_vocoder_no_ipd --no-phase
 	name=$$(sed -n 2p $(D)/splits/test.csv); \
 	awk -F, -v n="$$name" 'NR == 1 || $$1 == n' $(D)/action_detection_results/detection_results.csv > $(DEMO)/boxes.csv; \
@@ -79,7 +79,7 @@ demo: $(STAMP)
 	@echo "== 6/6 evaluate and report"
 	for sys in mono_renderer vocoder vocoder_no_ipd renderer_gt; do \
 		$(PY) DiffBinaural/evaluate.py --pred_dir $(DEMO)/wav_$$sys --gt_dir $(D)/processed/binaural_audios_22050Hz \
-			--out $(DEMO)/metrics_$$sys.json || exit 1; \
+			--out $(DEMO)/metrics_$$sys.json --workers 2 || exit 1; \
 	done
 	$(PY) -m DiffBinaural.report --out_dir $(DEMO) --system "mono renderer=$(DEMO)/wav_mono_renderer:$(DEMO)/metrics_mono_renderer.json" \
 		--system "vocoder + IPD=$(DEMO)/wav_vocoder:$(DEMO)/metrics_vocoder.json" \

@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance_scale", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_samples", type=int, default=1,
+                   help="Stage 1 samples averaged per window (the posterior mean; costs that many times the sampling)")
     p.add_argument("--window_hop", type=int, default=None, help="Stage 1 window stride in frames")
     p.add_argument("--window_batch", type=int, default=8, help="Stage 1 windows sampled together")
     p.add_argument("--chunk_frames", type=int, default=512, help="vocoder chunk in mel frames")

@@ -387,6 +387,14 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
         torch.testing.assert_close(generate_clip(**run, frames=(f0, f1)), whole[..., f0:f1], atol=0, rtol=0)
     with pytest.raises(ValueError, match="outside the clip"):
         generate_clip(**run, frames=(70, 80))
+    # --num_samples K averages K samples: another result than one sample, equally seeded (same output for
+    # the same flags) and equally piecewise
+    two = generate_clip(**run, num_samples=2)
+    assert not torch.allclose(two, whole) and torch.equal(two, generate_clip(**run, num_samples=2))
+    torch.testing.assert_close(generate_clip(**run, num_samples=2, frames=(10, 30)), two[..., 10:30], atol=0, rtol=0)
+    # averaging shrinks the sample-to-sample spread: the mean of 4 lies closer to the mean of 8 than one sample does
+    four, eight = generate_clip(**run, num_samples=4), generate_clip(**run, num_samples=8)
+    assert (four - eight).abs().mean() < (whole - eight).abs().mean()
 
 
 def test_iter_vocode_on_frame_ranges_equals_one_call():

@@ -82,6 +82,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=25, help="sampling steps")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
     g.add_argument("--guidance_scale", type=float, default=1.0, help="classifier-free guidance on the video")
+    g.add_argument("--num_samples", type=int, default=1,
+                   help="inference: average this many samples per window (the posterior mean: lower RMSE, smoother "
+                        "gains; costs that many times the sampling); validation always draws one")
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
