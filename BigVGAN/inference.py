@@ -29,10 +29,14 @@ from BigVGAN.meldataset import MelConfig, check_mel_dir, load_mel_file
 
 
 def default_phase_dir(mel_left_dir: str) -> str | None:
-    """``{dir}/phase/{split}`` for a left mel dir ``{dir}/left/{split}``, if it exists."""
+    """``{dir}/phase/{split}`` for a left mel dir ``{dir}/left/{split}``, if it exists and the mel dir's
+    ``meta.json`` says it holds phase channels (a folder left over from an earlier dump is not used)."""
+    from BigVGAN.meldataset import find_meta, read_json
+
     left = os.path.normpath(mel_left_dir)
     path = os.path.join(os.path.dirname(os.path.dirname(left)), "phase", os.path.basename(left))
-    return path if os.path.isdir(path) else None
+    meta = find_meta(left)
+    return path if os.path.isdir(path) and meta is not None and "phase" in read_json(meta) else None
 
 
 def load_generator(checkpoint_file: str, *, config: str | None = None, device: str | torch.device = "cpu",

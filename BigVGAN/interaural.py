@@ -37,7 +37,16 @@ import numpy as np
 import torch
 
 from BigVGAN.audio import BadInputError
-from BigVGAN.meldataset import MelConfig, band_centers, bin_frequencies, filterbank, istft, stft
+from BigVGAN.meldataset import (
+    MEL_BLOCK_FRAMES,
+    MelConfig,
+    band_centers,
+    bin_frequencies,
+    filterbank,
+    istft,
+    num_stft_frames,
+    stft,
+)
 
 PHASE_CHANNELS = ("coherence_real", "coherence_imag")  # meta.json "phase.channels"
 PHASE_DEFINITION = ("complex interaural coherence per mel band and frame: sum_f w_b L conj(R) / "
@@ -58,9 +67,14 @@ def interaural_coherence(spec_l: torch.Tensor, spec_r: torch.Tensor, cfg: MelCon
 
 def phase_channels(binaural: torch.Tensor, cfg: MelConfig, *, padded: bool = False) -> torch.Tensor:
     """Phase channels of a ``(..., 2, S)`` waveform (channel 0 = left) -> ``(..., 2, num_mels, S // hop)``.
-    ``padded``: the waveform carries the mel's context on both sides (as :func:`mel_spectrogram`)."""
-    spec = stft(binaural, cfg, padded=padded)
-    return interaural_coherence(spec[..., 0, :, :], spec[..., 1, :, :], cfg)
+    ``padded``: the waveform carries the mel's context on both sides (as :func:`mel_spectrogram`).
+    Computed in blocks of frames, so a long clip never holds its whole complex spectrum."""
+    total = num_stft_frames(binaural.shape[-1], cfg, padded=padded)
+    out = []
+    for a in range(0, total, MEL_BLOCK_FRAMES):
+        spec = stft(binaural, cfg, padded=padded, frames=(a, min(total, a + MEL_BLOCK_FRAMES)))
+        out.append(interaural_coherence(spec[..., 0, :, :], spec[..., 1, :, :], cfg))
+    return torch.cat(out, dim=-1)
 
 
 def _ipd_interp(cfg: MelConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,6 +130,16 @@ def impose_ipd(wav: torch.Tensor, phase: torch.Tensor, cfg: MelConfig, *, offset
     hop = cfg.hop_size
     total = offset + wav.shape[-1] if total is None else total
     s0, s1 = samples or (offset, offset + wav.shape[-1])
+    block = MEL_BLOCK_FRAMES * hop  # in blocks: a long clip never holds its whole spectrum
+    return torch.cat([_impose_ipd_span(wav, phase, cfg, offset=offset, total=total, samples=(a, min(s1, a + block)))
+                      for a in range(s0, s1, block)], dim=-1)
+
+
+def _impose_ipd_span(wav: torch.Tensor, phase: torch.Tensor, cfg: MelConfig, *, offset: int, total: int,
+                     samples: tuple[int, int]) -> torch.Tensor:
+    """:func:`impose_ipd` for one span of samples."""
+    hop = cfg.hop_size
+    s0, s1 = samples
     k0 = max(0, s0 // hop - 2)
     k1 = min(total // hop, (s1 + hop - 1) // hop + 2, offset // hop + phase.shape[-1])
     spec = stft(wav, cfg, frames=(k0, k1), offset=offset, total=total)  # (2, n_freq, K)

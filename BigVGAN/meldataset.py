@@ -218,6 +218,11 @@ def stft(wav: torch.Tensor, cfg: MelConfig, *, padded: bool = False, frames: tup
     return spec.reshape(*lead, *spec.shape[-2:])
 
 
+def num_stft_frames(num_samples: int, cfg: MelConfig, *, padded: bool = False) -> int:
+    """Frames of :func:`stft` / :func:`mel_spectrogram` for ``num_samples`` samples (``S // hop``)."""
+    return _num_frames_padded(num_samples, cfg, 0 if padded else _context(cfg))
+
+
 def istft(spec: torch.Tensor, cfg: MelConfig, *, length: int, frame_offset: int = 0, start: int = 0) -> torch.Tensor:
     """Inverse of :func:`stft` by least-squares overlap-add (Griffin & Lim 1984, eq. 6):
     ``y[n] = sum_k w[n - t_k] y_k[n - t_k] / sum_k w[n - t_k]^2`` with ``t_k = k * hop - pad``.
@@ -225,8 +230,8 @@ def istft(spec: torch.Tensor, cfg: MelConfig, *, length: int, frame_offset: int 
     Args:
         spec: ``(..., n_fft // 2 + 1, K)`` complex frames ``[frame_offset, frame_offset + K)`` of a signal.
         length, start: the samples ``[start, start + length)`` of that signal to return. Every frame that
-            touches them must be in ``spec`` (frames ``start // hop - 2`` to ``(start + length) // hop + 1``
-            for the default 1024/256 framing, clamped to the signal): the result is then exactly the
+            touches them must be in ``spec`` (for the default 1024/256 framing, frames ``start // hop - 2``
+            to ``(start + length - 1) // hop + 2``, clamped to the signal): the result is then exactly the
             whole-signal inverse, so long clips can be synthesised piece by piece.
 
     Returns:

@@ -66,6 +66,8 @@ def generate_clip(
     """
     total = mono_mel.shape[-1]
     f0, f1 = frames or (0, total)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if not 0 <= f0 < f1 <= total:
         raise ValueError(f"frames {(f0, f1)} outside the clip's [0, {total})")
     padded = pad_frames(normalize_mel(mono_mel), window) if total < window else normalize_mel(mono_mel)
@@ -143,7 +145,7 @@ def read_meta(mel_dir: str, mel_cfg: MelConfig) -> dict:
         raise BadInputError(path, "no 'mel' parameters: not a DiffBinaural mel directory")
     problem = mel_cfg.mismatch(meta["mel"])
     if problem:
-        raise BadInputError(path, f"mel parameters differ from the vocoder config: {problem}")
+        raise BadInputError(path, f"mel parameters differ from the expected ones: {problem}")
     return meta
 
 
@@ -201,6 +203,11 @@ def run_inference(args, dataset_kind: str) -> None:
     names = []
     # --mode gt writes the true phase channels too (the renderers' ceiling and the reference)
     with_phase = model is None or bool(cfg.get("interaural_phase", False))
+    stale = os.path.join(args.output_dir, PHASE_SUBDIR, args.split)
+    if not with_phase and os.path.isdir(stale):
+        import shutil
+
+        shutil.rmtree(stale)  # an earlier dump's phase must not be paired with these mels
     for i in tqdm(range(len(dataset)), desc=f"{args.mode} mels", dynamic_ncols=True):
         item = dataset[i]
         if model is None:

@@ -128,6 +128,8 @@ def binauralize(args) -> str:
     from DiffBinaural.inference import generate_clip
     from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
 
+    if args.num_samples < 1:
+        raise BadInputError(None, f"--num_samples must be >= 1, got {args.num_samples}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg = load_stage1(args.stage1, weights_unet=args.weights_unet, weights_frame=args.weights_frame,
                              map_location=device)
@@ -184,7 +186,8 @@ def binauralize(args) -> str:
                 if generator is None:
                     yield _render_piece(stage1, torch.from_numpy(padded), mel_cfg, f0, f1, total, mode=args.mode)
                 else:
-                    yield _vocode_piece(stage1, generator, mel_cfg, f0, f1, total, chunk)
+                    yield _vocode_piece(stage1, generator, mel_cfg, f0, f1, total, chunk,
+                                        phase=bool(cfg["interaural_phase"]))
 
         _write_stream(args.out, pieces(), sr=sr, out_sr=args.out_sr or sr, num_samples=num_samples)
     finally:
@@ -204,19 +207,21 @@ def _render_piece(stage1, mono: torch.Tensor, mel_cfg, f0: int, f1: int, total: 
                   samples=(f0 * hop, f1 * hop))
 
 
-def _vocode_piece(stage1, generator, mel_cfg, f0: int, f1: int, total: int, chunk: int) -> torch.Tensor:
+def _vocode_piece(stage1, generator, mel_cfg, f0: int, f1: int, total: int, chunk: int, *,
+                  phase: bool) -> torch.Tensor:
     """Samples [f0 * hop, f1 * hop) of the vocoder's output (2, n), with the predicted interaural phase
-    when Stage 1 has one (then the neighbouring vocoder chunks are vocoded too: the IPD's STFT frames
-    reach a few frames beyond the piece, and chunks are the whole clip's, so pieces stay seamless)."""
+    when Stage 1 has one (then enough neighbouring vocoder chunks are vocoded too: the IPD's STFT frames
+    reach IPD_CONTEXT_FRAMES beyond the piece, and chunks are the whole clip's, so pieces stay seamless)."""
+    import math
+
     from BigVGAN.inference import CONTEXT_FRAMES, iter_vocode
-    from BigVGAN.interaural import impose_ipd
+    from BigVGAN.interaural import IPD_CONTEXT_FRAMES, impose_ipd
 
     hop = mel_cfg.hop_size
-    c0, c1 = max(0, f0 - chunk), min(total, f1 + chunk)  # with the neighbouring chunks, in case of a phase
-    m0, m1 = max(0, c0 - CONTEXT_FRAMES), min(total, c1 + CONTEXT_FRAMES)
+    extra = chunk * math.ceil(IPD_CONTEXT_FRAMES / chunk) if phase else 0  # whole chunks on each side
+    v0, v1 = max(0, f0 - extra), min(total, f1 + extra)
+    m0, m1 = max(0, v0 - CONTEXT_FRAMES), min(total, v1 + CONTEXT_FRAMES)
     out = stage1(m0, m1)
-    phase = out.shape[0] > 2
-    v0, v1 = (c0, c1) if phase else (f0, f1)
     wav = torch.cat(list(iter_vocode(generator, out[:2], hop=hop, chunk_frames=chunk, frames=(v0, v1),
                                      mel_offset=m0, total=total)), dim=1)
     if not phase:

@@ -45,6 +45,7 @@ from BigVGAN.meldataset import (
     bands_to_bins,
     istft,
     mel_from_magnitude,
+    num_stft_frames,
     spectral_magnitude,
     stft,
 )
@@ -101,6 +102,9 @@ def render(mono: torch.Tensor, mels: torch.Tensor, cfg: MelConfig, *, phase: tor
     """
     k = mels.shape[-1]
     s0, s1 = samples or (0, mono.shape[-1])
+    if mel_offset + k > num_stft_frames(mono.shape[-1], cfg):
+        raise ValueError(f"mel frames [{mel_offset}, {mel_offset + k}) run past the mono's "
+                         f"{num_stft_frames(mono.shape[-1], cfg)} frames")
     spec = stft(mono, cfg, frames=(mel_offset, mel_offset + k))  # (n_freq, K)
     mono_mel = mel_from_magnitude(spectral_magnitude(spec), cfg)  # (M, K): Stage 1's input mel
     mapping = bands_to_bins(cfg)

@@ -142,12 +142,13 @@ def force_crop(ds, start: int):
 
 
 def assert_slice_of_whole(item: dict, whole: dict) -> None:
-    """``item``'s mels and audio are frames / samples ``start // hop ...`` of the whole-clip item."""
+    """``item``'s mels, phase channels and audio are frames / samples ``start // hop ...`` of the
+    whole-clip item."""
     s = item["start"]
     k0, frames = s // HOP, item["mono_mel"].shape[-1]
     assert item["name"] == whole["name"] and whole["start"] == 0
-    for key in ("mono_mel", "binaural_mel"):
-        torch.testing.assert_close(item[key], whole[key][..., k0 : k0 + frames], rtol=0, atol=1e-5,
+    for key in ("mono_mel", "binaural_mel", "phase"):
+        torch.testing.assert_close(item[key], whole[key][..., k0 : k0 + frames], rtol=0, atol=1e-4,
                                    msg=lambda m, key=key: f"{key} of {item['name']} at {s}: {m}")
     torch.testing.assert_close(item["binaural_audio"], whole["binaural_audio"][:, s : s + frames * HOP],
                                rtol=0, atol=0)

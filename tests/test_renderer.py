@@ -74,11 +74,16 @@ def test_pure_delay_gives_linear_phase_and_coherence_one(k):
     torch.testing.assert_close(phase_channels(pair.flip(0), CFG), phase * torch.tensor([1.0, -1.0])[:, None, None])
 
 
-def test_silence_has_zero_coherence():
-    pair = torch.zeros(2, 8192)
-    pair[0, 4096:] = torch.from_numpy(_noise(seconds=1))[:4096]
-    phase = phase_channels(pair, CFG)
-    assert phase[:, :, :8].abs().max() < 1e-3  # both ears silent, or one: no interaural phase
+def test_silence_and_incoherence_have_low_coherence():
+    pair = torch.zeros(2, 16384)
+    pair[0, 4096:] = torch.from_numpy(_noise(seconds=1))[:12288]
+    pair[1, 8192:] = torch.from_numpy(_noise(seconds=1, seed=4))[:8192]  # independent noise: diffuse
+    pair[1, :8192] += 1e-7 * torch.from_numpy(_noise(seconds=1, seed=5))[:8192]  # right ear nearly silent
+    coherence = phase_channels(pair, CFG).pow(2).sum(0).sqrt()
+    assert coherence[:, :12].max() < 1e-2  # silent, then one ear near silence (-120 dB): ~0 by the power floor
+    assert coherence[:, 36:60].mean() < 0.6  # two independent noises: low coherence
+    one = phase_channels(torch.stack([pair[0], pair[0] * 0.3]), CFG).pow(2).sum(0).sqrt()
+    assert one[:, 20:60].min() > 0.99  # the same signal at another level: fully coherent
 
 
 def test_split_phase_keeps_the_reference_phase():
@@ -160,12 +165,17 @@ def test_rendering_in_pieces_equals_one_pass():
     mels, phase = mel_spectrogram(pair, CFG), phase_channels(pair, CFG)
     whole = render(mono, mels, CFG, phase=phase)
     total, hop, pieces = mels.shape[-1], 256, []
+    assert mono.shape[-1] % hop  # the last piece also covers the samples past the last full hop
     for f0 in range(0, total, 40):
         f1 = min(total, f0 + 40)
         m0, m1 = max(0, f0 - 4), min(total, f1 + 4)
         pieces.append(render(mono, mels[..., m0:m1], CFG, phase=phase[..., m0:m1], mel_offset=m0,
-                             samples=(f0 * hop, min(f1 * hop, mono.shape[-1]) if f1 == total else f1 * hop)))
-    torch.testing.assert_close(torch.cat(pieces, 1), whole[:, :sum(p.shape[1] for p in pieces)], atol=1e-6, rtol=0)
+                             samples=(f0 * hop, mono.shape[-1] if f1 == total else f1 * hop)))
+    out = torch.cat(pieces, 1)
+    assert out.shape == whole.shape
+    torch.testing.assert_close(out, whole, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="run past"):
+        render(mono[:10000], mels, CFG)
 
 
 def test_gains_are_bounded_where_the_mono_is_silent():
