@@ -198,3 +198,43 @@ def test_impose_ipd_gives_independent_ears_the_predicted_itd():
     assert abs(_median_itd_ms(out.numpy()) - (-k / SR * 1e3)) < 0.02
     # each ear keeps its level (ILD of the vocoded pair, ~1.9 dB)
     assert abs(ild_series(out.numpy()).mean() - ild_series(ears.numpy()).mean()) < 0.3
+
+
+def test_render_cli_output_and_one_line_errors(tmp_path):
+    """render.py: stereo wavs of the mono's duration; a stale phase dir (no "phase" in meta.json) is
+    ignored; a clip whose mels do not match its mono, or a missing phase file, is one error line."""
+    import os
+    import subprocess
+    import sys
+
+    from DiffBinaural.inference import save_clip_mels, write_meta
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    mono_dir, mels = tmp_path / "mono", tmp_path / "mels"
+    mono_dir.mkdir()
+    pair = _delayed_pair(_noise(seconds=1.0), 6, right_gain=0.5)
+    sf.write(mono_dir / "a.wav", pair.mean(0).numpy(), SR, subtype="FLOAT")
+    save_clip_mels(str(mels), "test", "a", torch.cat([mel_spectrogram(pair, CFG), phase_channels(pair, CFG)]).numpy())
+    write_meta(str(mels), mel_cfg=CFG, split="test", names=["a"], phase=True)
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "DiffBinaural/render.py", "--mel_dir", str(mels), "--split", "test",
+                               "--mono_dir", str(mono_dir), "--output_dir", str(tmp_path / "out"), *extra],
+                              capture_output=True, text=True, cwd=repo, timeout=120)
+
+    proc = run()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out, sr = sf.read(tmp_path / "out" / "a.wav")
+    assert sr == SR and out.shape == (pair.shape[-1], 2)
+    assert abs(_median_itd_ms(out.T) - (-6 / SR * 1e3)) < 0.02  # the phase dir was used
+    write_meta(str(mels), mel_cfg=CFG, split="test", names=["a"], phase=False)  # now a leftover
+    assert run().returncode == 0
+    assert abs(_median_itd_ms(sf.read(tmp_path / "out" / "a.wav")[0].T)) < 0.02
+    write_meta(str(mels), mel_cfg=CFG, split="test", names=["a"], phase=True)
+    os.remove(mels / "phase" / "test" / "a.npy")
+    proc = run()
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "a.npy" in lines[0] and "phase file not found" in lines[0]
+    sf.write(mono_dir / "a.wav", pair.mean(0).numpy()[:8000], SR, subtype="FLOAT")  # another clip's length
+    proc = run("--no-phase")
+    assert proc.returncode == 2 and "not the same clip" in proc.stderr and "Traceback" not in proc.stderr
