@@ -31,6 +31,7 @@ This module belongs to neither stage: the renderer (``DiffBinaural.renderer``) a
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -43,8 +44,12 @@ from BigVGAN.meldataset import (
     band_centers,
     bin_frequencies,
     filterbank,
+    interp_matrix,
     istft,
+    mel_from_magnitude,
     num_stft_frames,
+    read_npy,
+    spectral_magnitude,
     stft,
 )
 
@@ -65,30 +70,42 @@ def interaural_coherence(spec_l: torch.Tensor, spec_r: torch.Tensor, cfg: MelCon
     return torch.stack([num_re / den, num_im / den], dim=-3)
 
 
+def _spectrum_blocks(wav: torch.Tensor, cfg: MelConfig, *, padded: bool):
+    """The mel-grid STFT of ``(..., S)`` in blocks of frames (a long clip never holds its whole spectrum)."""
+    total = num_stft_frames(wav.shape[-1], cfg, padded=padded)
+    for a in range(0, total, MEL_BLOCK_FRAMES):
+        yield stft(wav, cfg, padded=padded, frames=(a, min(total, a + MEL_BLOCK_FRAMES)))
+
+
 def phase_channels(binaural: torch.Tensor, cfg: MelConfig, *, padded: bool = False) -> torch.Tensor:
     """Phase channels of a ``(..., 2, S)`` waveform (channel 0 = left) -> ``(..., 2, num_mels, S // hop)``.
-    ``padded``: the waveform carries the mel's context on both sides (as :func:`mel_spectrogram`).
-    Computed in blocks of frames, so a long clip never holds its whole complex spectrum."""
-    total = num_stft_frames(binaural.shape[-1], cfg, padded=padded)
-    out = []
-    for a in range(0, total, MEL_BLOCK_FRAMES):
-        spec = stft(binaural, cfg, padded=padded, frames=(a, min(total, a + MEL_BLOCK_FRAMES)))
-        out.append(interaural_coherence(spec[..., 0, :, :], spec[..., 1, :, :], cfg))
-    return torch.cat(out, dim=-1)
+    ``padded``: the waveform carries the mel's context on both sides (as :func:`mel_spectrogram`)."""
+    return torch.cat([interaural_coherence(spec[..., 0, :, :], spec[..., 1, :, :], cfg)
+                      for spec in _spectrum_blocks(binaural, cfg, padded=padded)], dim=-1)
 
 
-def _ipd_interp(cfg: MelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n_freq, M + 1) interpolation matrix from [0 Hz anchor, band centres] to the bins (linear, last
-    segment extrapolated), and the (M + 1,) anchor frequencies."""
+def mels_and_phase(wav: torch.Tensor, cfg: MelConfig, *, padded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """ln-mels of every channel of ``(..., C, S)`` (= :func:`mel_spectrogram`) and the phase channels of
+    its last two (left, right), from one STFT: ``((..., C, num_mels, F), (..., 2, num_mels, F))``."""
+    mels, phases = [], []
+    for spec in _spectrum_blocks(wav, cfg, padded=padded):
+        mels.append(mel_from_magnitude(spectral_magnitude(spec), cfg))
+        phases.append(interaural_coherence(spec[..., -2, :, :], spec[..., -1, :, :], cfg))
+    return torch.cat(mels, dim=-1), torch.cat(phases, dim=-1)
+
+
+@functools.cache
+def _ipd_interp(cfg: MelConfig) -> torch.Tensor:
+    """(n_freq, M + 1) interpolation matrix from [0 Hz anchor, band centres] to the bins (linear, the last
+    segment extrapolated). Cached: read-only."""
     anchors = np.concatenate([[0.0], band_centers(cfg)])
     freqs = bin_frequencies(cfg)
-    eye = np.eye(len(anchors))
-    a = np.stack([np.interp(freqs, anchors, eye[j]) for j in range(len(anchors))], 1)
+    a = interp_matrix(freqs, anchors)
     above = freqs > anchors[-1]  # continue the last segment's slope
     t = (freqs[above] - anchors[-2]) / (anchors[-1] - anchors[-2])
     a[above] = 0.0
     a[above, -2], a[above, -1] = 1.0 - t, t
-    return torch.from_numpy(a).float(), torch.from_numpy(anchors).float()
+    return torch.from_numpy(a).float()
 
 
 def _wrap(x: torch.Tensor) -> torch.Tensor:
@@ -101,8 +118,7 @@ def band_ipd_to_bins(phase: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
     zero = torch.zeros_like(angle[..., :1, :])
     steps = _wrap(torch.diff(torch.cat([zero, angle], dim=-2), dim=-2))  # anchor 0 rad at 0 Hz
     unwrapped = torch.cat([zero, torch.cumsum(steps, dim=-2)], dim=-2)  # (..., M + 1, T)
-    a, _ = _ipd_interp(cfg)
-    return a.to(phase.device) @ unwrapped
+    return _ipd_interp(cfg).to(phase.device) @ unwrapped
 
 
 def split_phase(gain_l: torch.Tensor, gain_r: torch.Tensor, ipd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,10 +172,7 @@ def load_phase_file(path: str, cfg: MelConfig, *, frames: int | None = None) -> 
     line (``frames``: the T it must have)."""
     if not os.path.isfile(path):
         raise BadInputError(path, "phase file not found")
-    try:
-        phase = np.load(path)
-    except Exception as err:  # numpy raises ValueError/OSError/EOFError for broken files
-        raise BadInputError(path, f"unreadable .npy ({type(err).__name__}: {err})") from None
+    phase = read_npy(path)
     if phase.ndim != 3 or phase.shape[:2] != (len(PHASE_CHANNELS), cfg.num_mels):
         raise BadInputError(path, f"expected ({len(PHASE_CHANNELS)}, {cfg.num_mels}, T) phase channels, found {phase.shape}")
     if frames is not None and phase.shape[-1] != frames:

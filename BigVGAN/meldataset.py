@@ -18,6 +18,7 @@ A waveform of ``S`` samples gives ``S // hop`` frames; frame ``k`` is centred on
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -268,6 +269,14 @@ def bin_frequencies(cfg: MelConfig) -> np.ndarray:
     return np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sampling_rate)
 
 
+def interp_matrix(x: np.ndarray, xp: np.ndarray) -> np.ndarray:
+    """(len(x), len(xp)) matrix ``A`` with ``A @ fp = np.interp(x, xp, fp)`` for any values ``fp`` at the
+    points ``xp`` (linear between points, held constant beyond the ends)."""
+    eye = np.eye(len(xp))
+    return np.stack([np.interp(x, xp, eye[j]) for j in range(len(xp))], axis=1)
+
+
+@functools.cache
 def bands_to_bins(cfg: MelConfig) -> torch.Tensor:
     """(n_fft // 2 + 1, num_mels) map from per-band values to per-bin values: linear interpolation
     between the bands' centre frequencies, held constant below the first and above the last centre.
@@ -277,9 +286,7 @@ def bands_to_bins(cfg: MelConfig) -> torch.Tensor:
     where the quantity is piecewise linear between them, and never leaves the range of the band
     values (unlike a least-squares pseudo-inverse of the filterbank, which rings).
     """
-    centers, freqs = band_centers(cfg), bin_frequencies(cfg)
-    eye = np.eye(cfg.num_mels)
-    return torch.from_numpy(np.stack([np.interp(freqs, centers, eye[b]) for b in range(cfg.num_mels)], 1)).float()
+    return torch.from_numpy(interp_matrix(bin_frequencies(cfg), band_centers(cfg))).float()  # cached: read-only
 
 
 def filterbank(cfg: MelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -339,12 +346,17 @@ def check_mel_dir(mel_dir: str, cfg: MelConfig) -> None:
         raise BadInputError(meta, f"mel parameters differ from the vocoder config: {problem}")
 
 
-def load_mel_file(path: str, cfg: MelConfig) -> np.ndarray:
-    """A ``(num_mels, T)`` float32 ln-mel ``.npy``; wrong shape or non-finite values are one line."""
+def read_npy(path: str) -> np.ndarray:
+    """``np.load`` of one array; a file numpy cannot read is one :class:`BadInputError` line."""
     try:
-        mel = np.load(path)
+        return np.load(path)
     except Exception as err:  # numpy raises ValueError/OSError/EOFError for broken files
         raise BadInputError(path, f"unreadable .npy ({type(err).__name__}: {err})") from None
+
+
+def load_mel_file(path: str, cfg: MelConfig) -> np.ndarray:
+    """A ``(num_mels, T)`` float32 ln-mel ``.npy``; wrong shape or non-finite values are one line."""
+    mel = read_npy(path)
     if mel.ndim == 3 and mel.shape[0] == 1:
         mel = mel[0]
     if mel.ndim != 2 or mel.shape[0] != cfg.num_mels:

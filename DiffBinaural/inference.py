@@ -28,7 +28,7 @@ import torch
 from BigVGAN.audio import CHANNEL_NAMES, BadInputError
 from BigVGAN.checkpoint import atomic_write_text
 from BigVGAN.meldataset import MelConfig, denormalize_mel, normalize_mel
-from DiffBinaural.model import Stage1Model, sample_mels
+from DiffBinaural.model import MEL_CHANNELS, Stage1Model, sample_mels
 from DiffBinaural.utils.overlap_add import crossfade_weights, overlap_add, pad_frames, window_starts
 
 MEL_DIR_FORMAT_VERSION = 1
@@ -98,7 +98,7 @@ def generate_clip(
     lo, hi = starts[first], max(s + window for s in starts[first:last])
     x = overlap_add(torch.cat(chunks), [s - lo for s in starts[first:last]], hi - lo, weights)
     x = x[..., f0 - lo:f1 - lo]
-    return torch.cat([denormalize_mel(x[:2]), x[2:]])
+    return torch.cat([denormalize_mel(x[:MEL_CHANNELS]), x[MEL_CHANNELS:]])
 
 
 PHASE_SUBDIR = "phase"
@@ -113,7 +113,7 @@ def save_clip_mels(out_dir: str, split: str, name: str, mel: np.ndarray) -> None
     """Write (2, M, T) as left/right ``.npy``, and channels 2-3 of a (4, M, T) array as the (2, M, T)
     phase file (temp + rename, so a killed run leaves no half file)."""
     left, right, phase = mel_dir_paths(out_dir, split, name)
-    for path, m in ((left, mel[0]), (right, mel[1]), (phase, mel[2:] if mel.shape[0] > 2 else None)):
+    for path, m in ((left, mel[0]), (right, mel[1]), (phase, mel[MEL_CHANNELS:] if mel.shape[0] > MEL_CHANNELS else None)):
         if m is None:
             continue
         os.makedirs(os.path.dirname(path), exist_ok=True)

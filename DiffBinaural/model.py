@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from BigVGAN.checkpoint import safe_load
+from BigVGAN.interaural import PHASE_CHANNELS as INTERAURAL_CHANNELS
 from BigVGAN.meldataset import normalize_mel
 from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler
 from DiffBinaural.modules.unet import UNet, UNetConfig
@@ -28,7 +29,7 @@ TARGETS = ("binaural", "residual")
 
 
 MEL_CHANNELS = 2  # left, right (BigVGAN.audio.LEFT / RIGHT)
-PHASE_CHANNELS = 2  # --interaural_phase: Re, Im of the band coherence (BigVGAN.interaural)
+PHASE_CHANNELS = len(INTERAURAL_CHANNELS)  # --interaural_phase: Re, Im of the band coherence
 
 
 def num_channels(cfg: dict) -> int:

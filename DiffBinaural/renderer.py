@@ -28,8 +28,8 @@ same with what Stage 1 predicts, on the mel space's own STFT grid (frame ``k`` =
    reproduce ``L`` and ``R`` exactly (tested); they differ in how prediction errors show.
 4. **Waveform** by least-squares overlap-add (:func:`BigVGAN.meldataset.istft`), cut to the mono's length.
 
-Which mode and band map is better was measured on the synthetic test split (``README.md``, "Mono
-renderer"); the defaults are the winners.
+Which mode is better was measured on the synthetic test split (``README.md``, "Mono
+renderer and interaural phase"); the default is the winner.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def render(mono: torch.Tensor, mels: torch.Tensor, cfg: MelConfig, *, phase: tor
     """
     k = mels.shape[-1]
     s0, s1 = samples or (0, mono.shape[-1])
-    if mel_offset + k > num_stft_frames(mono.shape[-1], cfg):
-        raise ValueError(f"mel frames [{mel_offset}, {mel_offset + k}) run past the mono's "
-                         f"{num_stft_frames(mono.shape[-1], cfg)} frames")
+    available = num_stft_frames(mono.shape[-1], cfg)
+    if mel_offset + k > available:
+        raise ValueError(f"mel frames [{mel_offset}, {mel_offset + k}) run past the mono's {available} frames")
     spec = stft(mono, cfg, frames=(mel_offset, mel_offset + k))  # (n_freq, K)
     mono_mel = mel_from_magnitude(spectral_magnitude(spec), cfg)  # (M, K): Stage 1's input mel
     mapping = bands_to_bins(cfg)

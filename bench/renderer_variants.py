@@ -22,8 +22,8 @@ import torch
 from common import machine
 
 from BigVGAN.audio import load_wav
-from BigVGAN.interaural import phase_channels
-from BigVGAN.meldataset import MelConfig, mel_spectrogram
+from BigVGAN.interaural import mels_and_phase
+from BigVGAN.meldataset import MelConfig
 from DiffBinaural.evaluate import mono_baseline
 from DiffBinaural.renderer import MODES, render
 from DiffBinaural.utils.metrics import compute_all
@@ -53,7 +53,7 @@ def main() -> None:
         for src, mel_dir in sources.items():
             if mel_dir is None:
                 b = torch.from_numpy(gt.astype(np.float32))
-                mels, phase = mel_spectrogram(b, cfg), phase_channels(b, cfg)
+                mels, phase = mels_and_phase(b, cfg)
             else:
                 mels = torch.from_numpy(np.stack([np.load(os.path.join(mel_dir, s, args.split, f"{name}.npy"))
                                                   for s in ("left", "right")]))

@@ -62,8 +62,8 @@ import torch
 from PIL import Image
 
 from BigVGAN.audio import LEFT, RIGHT, BadInputError, load_wav, mono_from_binaural
-from BigVGAN.interaural import phase_channels
-from BigVGAN.meldataset import MelConfig, mel_spectrogram
+from BigVGAN.interaural import mels_and_phase
+from BigVGAN.meldataset import MelConfig
 from DiffBinaural.dataset import layout
 
 log = logging.getLogger(__name__)
@@ -399,9 +399,8 @@ class ClipDataset(torch.utils.data.Dataset):
         if flip:
             binaural = binaural[[RIGHT, LEFT]]
         wav = torch.from_numpy(np.concatenate([mono[None], binaural]))  # (3, S + 2 * context): one mel call
-        with torch.no_grad():
-            mel = mel_spectrogram(wav, self.mel_cfg, padded=context > 0)  # (3, n_mels, F)
-            phase = phase_channels(wav[1:], self.mel_cfg, padded=context > 0)  # (2, n_mels, F)
+        with torch.no_grad():  # one STFT: (3, n_mels, F) mels and the binaural pair's (2, n_mels, F) phase
+            mel, phase = mels_and_phase(wav, self.mel_cfg, padded=context > 0)
         wav = wav[:, context : context + length]
         frames, positions, mask = self.visual_inputs(index, start, length, flip=flip)
         return {

@@ -58,7 +58,7 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
     Returns (metrics, vis) where vis holds up to ``num_vis`` dicts of numpy (2, M, F) ``gt``/``pred``
     mels for plotting (this rank's first clips).
     """
-    from DiffBinaural.model import batch_inputs, sample_mels
+    from DiffBinaural.model import MEL_CHANNELS, batch_inputs, sample_mels
 
     model.eval()
     shard = DistributedSampler(dataset, num_replicas=du.get_world_size(), rank=du.get_rank(), shuffle=False)
@@ -73,10 +73,10 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
         # one fixed generator per batch position: the same clips get the same noise every validation
         gen = torch.Generator().manual_seed(seed * 7919 + du.get_rank() * 100_003 + i)
         out = sample_mels(model, sampler, kwargs, generator=gen)
-        pred = denormalize_mel(out[:, :2])
+        pred = denormalize_mel(out[:, :MEL_CHANNELS])
         if has_phase:
             gt_phase = batch["phase"].to(device)
-            (err, w), (base_err, _) = phase_errors(out[:, 2:], gt_phase), phase_errors(None, gt_phase)
+            (err, w), (base_err, _) = phase_errors(out[:, MEL_CHANNELS:], gt_phase), phase_errors(None, gt_phase)
             phase_sums += torch.stack([err.sum(), base_err.sum(), w.sum()]).double()
         gt = batch["binaural_mel"].to(device)
         mono = batch["mono_mel"].to(device).expand_as(gt)
