@@ -33,7 +33,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(PY) -m ruff check DiffBinaural BigVGAN tests bench binauralize.py
+	$(PY) -m ruff check DiffBinaural BigVGAN binaural_core tests bench binauralize.py
 
 # --- make demo: the whole pipeline on the synthetic data, with the scripts a user runs ------------
 # Every step is a plain command and can be rerun alone (see the README). Sizes are for a 2-core CPU.

@@ -21,8 +21,8 @@ from torch.nn.utils import remove_weight_norm as _remove_wn
 from torch.nn.utils import weight_norm as _weight_norm
 
 from BigVGAN.activations import Activation1d, Snake, SnakeBeta
-from BigVGAN.audio import BadInputError
 from BigVGAN.packed_conv import Conv1d, ConvTranspose1d, packing_available
+from binaural_core.audio import BadInputError
 
 REQUIRED_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
                  "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels", "activation", "snake_logscale")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from BigVGAN.audio import BadInputError
+from binaural_core.audio import BadInputError
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from BigVGAN.audio import BadInputError
 from BigVGAN.bigvgan import weight_norm
+from binaural_core.audio import BadInputError
 
 LRELU_SLOPE = 0.1
 

@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
-from BigVGAN.audio import BadInputError
+from binaural_core.audio import BadInputError
 
 # A worker that waits longer than this for its peers (one died, a collective hangs) raises instead
 # of blocking forever; mp.spawn then terminates the remaining workers.

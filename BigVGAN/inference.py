@@ -22,10 +22,10 @@ import os
 import numpy as np
 import torch
 
-from BigVGAN.audio import BadInputError, cli_main, save_wav
 from BigVGAN.checkpoint import safe_load
 from BigVGAN.interaural import impose_ipd, load_phase_file
 from BigVGAN.meldataset import MelConfig, check_mel_dir, load_mel_file
+from binaural_core.audio import BadInputError, cli_main, save_wav
 
 
 def default_phase_dir(mel_left_dir: str) -> str | None:

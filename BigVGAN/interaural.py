@@ -37,7 +37,6 @@ import os
 import numpy as np
 import torch
 
-from BigVGAN.audio import BadInputError
 from BigVGAN.meldataset import (
     MEL_BLOCK_FRAMES,
     MelConfig,
@@ -52,6 +51,7 @@ from BigVGAN.meldataset import (
     spectral_magnitude,
     stft,
 )
+from binaural_core.audio import BadInputError
 
 PHASE_CHANNELS = ("coherence_real", "coherence_imag")  # meta.json "phase.channels"
 PHASE_DEFINITION = ("complex interaural coherence per mel band and frame: sum_f w_b L conj(R) / "

@@ -27,7 +27,7 @@ import librosa
 import numpy as np
 import torch
 
-from BigVGAN.audio import BadInputError
+from binaural_core.audio import BadInputError, load_wav
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "bigvgan_binaural_22khz_80band_256x.json")
@@ -319,7 +319,7 @@ def denormalize_mel(x: torch.Tensor) -> torch.Tensor:
 
 # --- the vocoder's training data: one ear of one clip per item ------------------------------------
 
-MEL_SUBDIRS = ("left", "right")  # = BigVGAN.audio.CHANNEL_NAMES: channel c of a clip <-> mel dir c
+MEL_SUBDIRS = ("left", "right")  # = binaural_core.audio.CHANNEL_NAMES: channel c of a clip <-> mel dir c
 
 
 def find_meta(mel_dir: str) -> str | None:
@@ -400,7 +400,8 @@ class BinauralMelDataset(torch.utils.data.Dataset):
     ``segment_size=None`` gives whole clips (validation).
 
     Args:
-        audio_dir: ``{name}.wav`` stereo files at the config's rate (channel 0 = left).
+        audio_dir: ``{name}.wav`` stereo files (channel 0 = left); a file at another rate than the
+            config's (FAIR-Play's 48 kHz) is resampled on every read, which costs ~10 ms per 10 s clip.
         cfg: mel parameters.
         pred_dirs: (left dir, right dir) of Stage 1 mels, or None (ground-truth mels only).
         names: clips to use (default: the mel dirs' common names, else every wav in ``audio_dir``).
@@ -409,7 +410,7 @@ class BinauralMelDataset(torch.utils.data.Dataset):
     def __init__(self, *, audio_dir: str, cfg: MelConfig, pred_dirs: tuple[str, str] | None = None,
                  names: list[str] | None = None, segment_size: int | None = 8192, p_pred: float = 1.0,
                  seed: int = 0, skip_bad: bool = False) -> None:
-        from BigVGAN.audio import LEFT, RIGHT  # noqa: F401  (documents the channel order used below)
+        from binaural_core.audio import LEFT, RIGHT  # noqa: F401  (documents the channel order used below)
 
         self.audio_dir, self.cfg, self.pred_dirs = audio_dir, cfg, pred_dirs
         self.segment_size, self.p_pred, self.seed, self.epoch = segment_size, p_pred, seed, 0
@@ -429,6 +430,7 @@ class BinauralMelDataset(torch.utils.data.Dataset):
             found = sorted(f[:-4] for f in os.listdir(audio_dir) if f.endswith(".wav"))
         names = found if names is None else list(names)
         self.clips: list[tuple[str, int]] = []  # (name, frames)
+        self.rates: dict[str, int] = {}  # name -> the wav's own sample rate
         self.skipped: list[str] = []
         for name in names:
             try:
@@ -457,9 +459,11 @@ class BinauralMelDataset(torch.utils.data.Dataset):
             raise BadInputError(wav, f"unreadable audio file ({type(err).__name__})") from None
         if info.channels != 2:
             raise BadInputError(wav, f"expected 2 channels, found {info.channels}")
-        if info.samplerate != self.cfg.sampling_rate:
-            raise BadInputError(wav, f"sample rate is {info.samplerate} Hz, expected {self.cfg.sampling_rate} Hz")
-        frames = info.frames // self.cfg.hop_size
+        self.rates[name] = info.samplerate  # another rate than the config's is resampled on load
+        samples = info.frames
+        if info.samplerate != self.cfg.sampling_rate:  # librosa's resample gives ceil(n * ratio) samples
+            samples = int(np.ceil(info.frames * self.cfg.sampling_rate / info.samplerate))
+        frames = samples // self.cfg.hop_size
         if self.pred_dirs is not None:
             for d in self.pred_dirs:
                 mel = load_mel_file(os.path.join(d, f"{name}.npy"), self.cfg)
@@ -481,7 +485,6 @@ class BinauralMelDataset(torch.utils.data.Dataset):
             self.p_pred = p_pred
 
     def __getitem__(self, index: int) -> dict:
-        import soundfile as sf
 
         name, frames = self.clips[index // 2]
         channel, hop = index % 2, self.cfg.hop_size
@@ -492,18 +495,13 @@ class BinauralMelDataset(torch.utils.data.Dataset):
         use_pred = self.pred_dirs is not None and bool(torch.rand((), generator=gen) < self.p_pred)
         wav = os.path.join(self.audio_dir, f"{name}.wav")
         if use_pred:
-            audio, _ = sf.read(wav, start=start * hop, frames=seg * hop, dtype="float32", always_2d=True)
-            audio = audio[:, channel]
+            audio = self._read_span(name, channel, start * hop, (start + seg) * hop)
             mel = load_mel_file(os.path.join(self.pred_dirs[channel], f"{name}.npy"), self.cfg)[:, start:start + seg]
         else:
             # The ground-truth mel of the crop equals those frames of the whole file's mel: read the
             # (n_fft - hop) / 2 neighbouring samples too, reflecting only at the file's own ends.
             pad = (self.cfg.n_fft - hop) // 2
-            lo, hi = start * hop - pad, (start + seg) * hop + pad
-            with sf.SoundFile(wav) as f:
-                f.seek(max(lo, 0))
-                ctx = f.read(min(hi, f.frames) - max(lo, 0), dtype="float32", always_2d=True)[:, channel]
-                ctx = np.pad(ctx, (max(-lo, 0), max(hi - f.frames, 0)), mode="reflect")
+            ctx = self._read_span(name, channel, start * hop - pad, (start + seg) * hop + pad)
             mel = mel_spectrogram(torch.from_numpy(ctx), self.cfg, padded=True).numpy()[:, :seg]
             audio = ctx[pad:pad + seg * hop]
         target = torch.from_numpy(np.ascontiguousarray(audio))[None]  # (1, S)
@@ -511,3 +509,20 @@ class BinauralMelDataset(torch.utils.data.Dataset):
             raise BadInputError(wav, f"audio ends before mel frame {start + seg}")
         return {"mel": torch.from_numpy(np.ascontiguousarray(mel)), "audio": target, "name": name,
                 "channel": channel, "used_pred": use_pred}
+
+    def _read_span(self, name: str, channel: int, lo: int, hi: int) -> np.ndarray:
+        """Samples ``[lo, hi)`` of one ear at the config's rate, (hi - lo,) float32; the parts before
+        0 / after the end are the clip reflected about its first / last sample (as the mel pads).
+        A file at another rate is read whole and resampled (exact, edge-free samples)."""
+        import soundfile as sf
+
+        wav = os.path.join(self.audio_dir, f"{name}.wav")
+        if self.rates[name] == self.cfg.sampling_rate:
+            with sf.SoundFile(wav) as f:
+                total = f.frames
+                f.seek(max(lo, 0))
+                data = f.read(min(hi, total) - max(lo, 0), dtype="float32", always_2d=True)[:, channel]
+        else:
+            full = load_wav(wav, sampling_rate=self.cfg.sampling_rate, channels=2, resample_ok=True)[channel]
+            total, data = full.shape[0], full[max(lo, 0):min(hi, full.shape[0])]
+        return np.pad(data, (max(-lo, 0), max(hi - total, 0)), mode="reflect")

@@ -7,8 +7,8 @@ p(epoch) is piecewise linear through --ss_schedule points (default the original'
 
 import argparse
 
-from BigVGAN.audio import BadInputError, cli_main
 from BigVGAN.trainer import DEFAULT_SCHEDULE, add_common_args, parse_schedule, run
+from binaural_core.audio import BadInputError, cli_main
 
 
 def main() -> None:

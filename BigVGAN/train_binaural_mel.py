@@ -6,8 +6,8 @@ Left and right are separate items of one shared single-channel generator. All lo
 
 import argparse
 
-from BigVGAN.audio import BadInputError, cli_main
 from BigVGAN.trainer import add_common_args, run
+from binaural_core.audio import BadInputError, cli_main
 
 
 def main() -> None:

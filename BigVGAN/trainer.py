@@ -28,9 +28,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from BigVGAN import distributed as du
-from BigVGAN.audio import BadInputError
 from BigVGAN.checkpoint import atomic_save, atomic_write_text, safe_load, scan_checkpoint
 from BigVGAN.meldataset import BinauralMelDataset, MelConfig, mel_spectrogram, scheduled_probability
+from binaural_core.audio import BadInputError
+from binaural_core.splits import read_split_list
 
 log = logging.getLogger("BigVGAN")
 DEFAULT_SCHEDULE = "10:0 30:0.5 60:0.9 60:1.0"  # the original's p(epoch), see scheduled_probability
@@ -49,8 +50,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="start the generator from this file (g_XXXXXXXX or NVIDIA's bigvgan_generator.pt) "
                         "or a folder holding bigvgan_generator.pt; ignored when resuming")
     p.add_argument("--val_audio_dir", default=None, help="validation wavs (default: --audio_dir)")
-    p.add_argument("--val_list", default=None, help="CSV with a `name` column: validation clips")
-    p.add_argument("--train_list", default=None, help="CSV with a `name` column: training clips")
+    p.add_argument("--val_list", default=None, help="split list of the validation clips (CSV with a name column, FAIR-Play .h5 or .txt)")
+    p.add_argument("--train_list", default=None, help="split list of the training clips (CSV with a name column, FAIR-Play .h5 or .txt)")
     p.add_argument("--num_val", type=int, default=10, help="validation clips (whole clips, both ears)")
     p.add_argument("--num_gpus", type=int, default=1)
     p.add_argument("--batch_size_per_gpu", type=int, default=None, help="default: config batch_size / ranks")
@@ -78,17 +79,8 @@ def parse_schedule(text: str) -> list[tuple[float, float]]:
 
 
 def read_names(path: str | None) -> list[str] | None:
-    if path is None:
-        return None
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(path)
-    except Exception as err:
-        raise BadInputError(path, f"unreadable CSV ({type(err).__name__})") from None
-    if "name" not in table.columns:
-        raise BadInputError(path, "no 'name' column")
-    return [os.path.splitext(os.path.basename(str(n)))[0] for n in table["name"]]
+    """The clips of ``--train_list`` / ``--val_list`` (any split-list format), or None for all."""
+    return None if path is None else read_split_list(path)
 
 
 class VocoderTrainer:
@@ -336,7 +328,7 @@ class VocoderTrainer:
             return {}
         import auraloss
 
-        from BigVGAN.audio import resample
+        from binaural_core.audio import resample
 
         self.generator.eval()
         mrstft = auraloss.freq.MultiResolutionSTFTLoss()

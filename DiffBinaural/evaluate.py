@@ -39,8 +39,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from BigVGAN.audio import BadInputError, cli_main, load_wav, mono_from_binaural
 from BigVGAN.meldataset import DEFAULT_CONFIG, MelConfig
+from binaural_core.audio import BadInputError, cli_main, load_wav, mono_from_binaural
 from DiffBinaural.utils.metrics import HIGHER_IS_BETTER, METRIC_NAMES, MIN_SAMPLES, compute_all
 
 GENERATED_SUFFIX = "_binaural_generated"

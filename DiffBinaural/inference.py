@@ -25,9 +25,9 @@ import subprocess
 import numpy as np
 import torch
 
-from BigVGAN.audio import CHANNEL_NAMES, BadInputError
 from BigVGAN.checkpoint import atomic_write_text
 from BigVGAN.meldataset import MelConfig, denormalize_mel, normalize_mel
+from binaural_core.audio import CHANNEL_NAMES, BadInputError
 from DiffBinaural.model import MEL_CHANNELS, Stage1Model, sample_mels
 from DiffBinaural.utils.overlap_add import crossfade_weights, overlap_add, pad_frames, window_starts
 

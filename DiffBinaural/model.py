@@ -28,7 +28,7 @@ RESIDUAL_SCALE = 2.0
 TARGETS = ("binaural", "residual")
 
 
-MEL_CHANNELS = 2  # left, right (BigVGAN.audio.LEFT / RIGHT)
+MEL_CHANNELS = 2  # left, right (binaural_core.audio.LEFT / RIGHT)
 PHASE_CHANNELS = len(INTERAURAL_CHANNELS)  # --interaural_phase: Re, Im of the band coherence
 
 
@@ -155,7 +155,7 @@ def load_stage1(
 
 def _load_strict(module: nn.Module, state: dict, path: str) -> None:
     """``load_state_dict(strict=True)``; any mismatch is one BadInputError line saying what differs."""
-    from BigVGAN.audio import BadInputError
+    from binaural_core.audio import BadInputError
 
     name = type(module).__name__
     if not isinstance(state, dict):

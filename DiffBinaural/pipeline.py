@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from BigVGAN.audio import BadInputError, resample, save_wav
+from binaural_core.audio import BadInputError, resample, save_wav
 from DiffBinaural.dataset import layout
 
 log = logging.getLogger("DiffBinaural")

@@ -7,7 +7,7 @@ Reads every ``*.wav`` / ``*.flac`` of ``--in`` (not recursive) and writes ``{out
 ``--sr`` Hz. ``--channels keep`` keeps the channels, ``1`` down-mixes to mono and ``2`` requires
 2-channel input (channel 0 = left), refusing anything else rather than inventing a binaural signal.
 ``--mono_out`` also writes the mono signal of each file: ``(L + R) / 2`` for stereo (exactly
-:func:`BigVGAN.audio.mono_from_binaural`), the mean of the channels otherwise.
+:func:`binaural_core.audio.mono_from_binaural`), the mean of the channels otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from BigVGAN.audio import BadInputError, cli_main, load_wav, mono_from_binaural, save_wav
+from binaural_core.audio import BadInputError, cli_main, load_wav, mono_from_binaural, save_wav
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from BigVGAN.audio import BadInputError, cli_main, save_wav
+from binaural_core.audio import BadInputError, cli_main, save_wav
 from DiffBinaural.dataset.layout import FPS, frame_path
 from DiffBinaural.utils.video import clip_name, decode_audio, iter_frames_at_fps, list_videos
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import soundfile as sf
 from tqdm import tqdm
 
-from BigVGAN.audio import BadInputError, cli_main
+from binaural_core.audio import BadInputError, cli_main
 from DiffBinaural.dataset.layout import (
     RB_BINAURAL_DIR,
     RB_FRAMES_DIR,

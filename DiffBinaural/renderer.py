@@ -38,7 +38,6 @@ import math
 
 import torch
 
-from BigVGAN.audio import LEFT, RIGHT
 from BigVGAN.interaural import band_ipd_to_bins, split_phase
 from BigVGAN.meldataset import (
     MelConfig,
@@ -49,6 +48,7 @@ from BigVGAN.meldataset import (
     spectral_magnitude,
     stft,
 )
+from binaural_core.audio import LEFT, RIGHT
 
 MODES = ("free", "sum", "symmetric")
 MAX_GAIN_DB = 9.0  # a coherent ear is at most 2x (6 dB) the down-mix; 3 dB more for reverb and several sources

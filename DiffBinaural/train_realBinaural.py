@@ -1,6 +1,6 @@
 """Train Stage 1 on a RealBinaural dataset (layout: DESIGN.md). All logic: DiffBinaural.trainer."""
 
-from BigVGAN.audio import cli_main
+from binaural_core.audio import cli_main
 from DiffBinaural.trainer import run
 from DiffBinaural.utils.arguments import train_parser
 

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from BigVGAN.activations import Activation1d, SnakeBeta, kaiser_sinc_filter1d, polyphase_activation
-from BigVGAN.audio import BadInputError
 from BigVGAN.bigvgan import BigVGAN, load_config
 from BigVGAN.loss import (
     MultiScaleMelSpectrogramLoss,
@@ -27,6 +26,7 @@ from BigVGAN.loss import (
 )
 from BigVGAN.meldataset import DEFAULT_CONFIG, BinauralMelDataset, MelConfig, mel_numpy, scheduled_probability
 from BigVGAN.packed_conv import Conv1d, ConvTranspose1d, packing_available
+from binaural_core.audio import BadInputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF = os.path.join(os.path.dirname(REPO), "shared", "reference")

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from BigVGAN.audio import BadInputError
 from BigVGAN.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
@@ -37,6 +36,7 @@ from BigVGAN.loss import (
     silence_mask,
 )
 from BigVGAN.meldataset import DEFAULT_CONFIG, MelConfig, mel_spectrogram
+from binaural_core.audio import BadInputError
 
 SR, HOP = 22050, 256
 V2 = json.load(open(DEFAULT_CONFIG))  # the v2 22 kHz config: MPD + CQTD, multi-scale mel loss

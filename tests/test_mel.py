@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from BigVGAN.audio import BadInputError
 from BigVGAN.meldataset import (
     DEFAULT_CONFIG,
     NORM_MAX,
@@ -19,6 +18,7 @@ from BigVGAN.meldataset import (
     normalize_mel,
     num_frames,
 )
+from binaural_core.audio import BadInputError
 
 CFG = MelConfig.from_json(DEFAULT_CONFIG)
 

@@ -13,7 +13,7 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from BigVGAN.audio import mono_from_binaural
+from binaural_core.audio import mono_from_binaural
 from DiffBinaural import evaluate
 from DiffBinaural.utils import metrics as M
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from BigVGAN.audio import BadInputError
+from binaural_core.audio import BadInputError
 from DiffBinaural.dataset.layout import RB_BINAURAL_DIR, RB_FRAMES_DIR, SPLITS, frame_path, rb_split_csv
 from DiffBinaural.prepare_audio import prepare_audio
 from DiffBinaural.prepare_frames import prepare_frames

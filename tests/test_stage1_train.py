@@ -79,7 +79,7 @@ def test_checkpoint_files_rebuild_the_model(data, tmp_path):
     # an unknown key in config.json stops with one line naming the file
     cfg["not_a_key"] = 1
     (run_dir / "config.json").write_text(json.dumps(cfg))
-    from BigVGAN.audio import BadInputError
+    from binaural_core.audio import BadInputError
 
     with pytest.raises(BadInputError, match=r"config\.json: unknown config key\(s\): not_a_key"):
         load_stage1(str(run_dir))

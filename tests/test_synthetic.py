@@ -15,7 +15,7 @@ import soundfile as sf
 from PIL import Image
 from scipy.signal import freqz, lfilter
 
-from BigVGAN.audio import LEFT, RIGHT, BadInputError, mono_from_binaural
+from binaural_core.audio import LEFT, RIGHT, BadInputError, mono_from_binaural
 from DiffBinaural.dataset import layout, spatial, synthetic
 
 SR = 22050

@@ -41,7 +41,7 @@ highest score first, fill up to ``N`` slots; each slot is the box region resized
 without detections (always, for FAIR-Play) uses the whole frame in slot 0 at position (0.5, 0.5).
 
 Bad input is found at construction (wav headers, frame folders, one frame's size, detection rows) and
-reported as one :class:`BigVGAN.audio.BadInputError` line naming the file; with ``skip_bad=True`` the
+reported as one :class:`binaural_core.audio.BadInputError` line naming the file; with ``skip_bad=True`` the
 clip is dropped instead and one summary line is logged. Nothing is zero-filled.
 
 Subclasses only say where things are: :meth:`ClipDataset._read_list` (the clip names),
@@ -61,9 +61,9 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from BigVGAN.audio import LEFT, RIGHT, BadInputError, load_wav, mono_from_binaural
 from BigVGAN.interaural import mels_and_phase
 from BigVGAN.meldataset import MelConfig
+from binaural_core.audio import LEFT, RIGHT, BadInputError, load_wav, mono_from_binaural
 from DiffBinaural.dataset import layout
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def probe_wav(path: str, *, channels: int, sampling_rate: int | None) -> tuple[i
 
 
 def resampled_length(num_samples: int, orig_sr: int, target_sr: int) -> int:
-    """Samples after :func:`BigVGAN.audio.resample` (librosa pads/cuts to ceil(n * ratio))."""
+    """Samples after :func:`binaural_core.audio.resample` (librosa pads/cuts to ceil(n * ratio))."""
     if orig_sr == target_sr:
         return num_samples
     return int(np.ceil(num_samples * (float(target_sr) / orig_sr)))

@@ -4,7 +4,8 @@ Items follow the contract of :mod:`DiffBinaural.dataset.base`. What is specific 
 
 * the split file ``splits/split{k}/{split}.h5`` holds, under key ``audio``, wav paths from the
   authors' machine: only the basename is used (``/x/y/000001.wav`` → clip id ``000001``), resolved
-  under ``{data_root}/binaural_audios/``;
+  under ``{data_root}/binaural_audios/``; PseudoBinaural's ``.txt`` lists and CSVs work too
+  (:func:`binaural_core.splits.read_split_list`);
 * wavs may have any sample rate and are resampled to the mel rate on load (optionally cached);
 * mono is always the down-mix ``(L + R) / 2``;
 * there are no detections: the whole frame of ``frames/{id}.mp4/`` is the single visual source.
@@ -14,39 +15,10 @@ from __future__ import annotations
 
 import os
 
-import h5py
-import numpy as np
-
-from BigVGAN.audio import BadInputError
 from BigVGAN.meldataset import MelConfig
+from binaural_core.splits import read_split_list
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.base import ClipDataset
-
-
-def read_split_h5(path: str) -> list[str]:
-    """Clip ids of an official FAIR-Play split file (basenames of its ``audio`` paths, no suffix)."""
-    if not os.path.isfile(path):
-        raise BadInputError(path, "file not found")
-    try:
-        with h5py.File(path, "r") as f:
-            if layout.FP_H5_KEY not in f:
-                keys = ", ".join(f.keys()) or "none"
-                raise BadInputError(path, f"no '{layout.FP_H5_KEY}' dataset (keys: {keys})")
-            entries = f[layout.FP_H5_KEY][()]
-    except BadInputError:
-        raise
-    except Exception as err:
-        raise BadInputError(path, f"unreadable HDF5 file ({type(err).__name__})") from None
-    ids = []
-    for i, entry in enumerate(np.asarray(entries).reshape(-1)):
-        text = entry.decode("utf-8") if isinstance(entry, bytes) else str(entry)
-        clip_id = os.path.splitext(os.path.basename(text.strip().replace("\\", "/")))[0]
-        if not clip_id:
-            raise BadInputError(path, f"entry {i} of '{layout.FP_H5_KEY}' is not a file path: {text!r}")
-        ids.append(clip_id)
-    if not ids:
-        raise BadInputError(path, "the split list is empty")
-    return ids
 
 
 class FairPlayDataset(ClipDataset):
@@ -94,7 +66,7 @@ class FairPlayDataset(ClipDataset):
             self._audio_cache = {}
 
     def _read_list(self) -> list[str]:
-        return read_split_h5(self.list_path)
+        return read_split_list(self.list_path)
 
     def _clip_paths(self, name: str) -> tuple[str, str | None, str]:
         paths = layout.fp_paths(self.data_root, name)

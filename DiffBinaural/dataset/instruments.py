@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy.signal import butter, lfilter
 
-from BigVGAN.audio import BadInputError
+from binaural_core.audio import BadInputError
 
 # --- instruments: (rng, n samples, sr) -> (n,) float64 with unit RMS ----------------------------
 

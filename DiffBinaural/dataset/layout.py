@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 
+from binaural_core.splits import H5_KEY
+
 FPS = 10  # frames per second of the extracted video frames (both datasets)
 SPLITS = ("train", "val", "test")
 DETECTION_COLUMNS = ("name", "frame", "x1", "y1", "x2", "y2", "score")
@@ -40,7 +42,7 @@ RB_SPLITS_DIR = "splits"
 FP_AUDIO_DIR = "binaural_audios"
 FP_FRAMES_DIR = "frames"
 FP_SPLITS_DIR = "splits"
-FP_H5_KEY = "audio"
+FP_H5_KEY = H5_KEY
 
 
 def frame_index_at(time_s: float, fps: float = FPS) -> int:

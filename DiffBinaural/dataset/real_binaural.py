@@ -2,7 +2,8 @@
 
 Items follow the contract of :mod:`DiffBinaural.dataset.base`. What is specific here:
 
-* the split CSV needs a ``name`` column; a value that looks like a path (``a/b/clip.wav``) stands for
+* the split list is any format of :func:`binaural_core.splits.read_split_list` (a CSV with a ``name``
+  column, a ``.txt`` list, an ``.h5``); an entry that looks like a path (``a/b/clip.wav``) stands for
   its basename without extension, so lists written by the original code still work;
 * mono comes from ``processed/mono_audios_22050Hz/{name}.wav`` when that file exists, else it is the
   down-mix ``(L + R) / 2`` of the binaural file;
@@ -17,47 +18,11 @@ import os
 import numpy as np
 import pandas as pd
 
-from BigVGAN.audio import BadInputError
 from BigVGAN.meldataset import MelConfig
+from binaural_core.audio import BadInputError
+from binaural_core.splits import read_csv_table, read_split_list
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.base import ClipDataset
-
-_PATH_SUFFIXES = (".wav", ".flac", ".mp4", ".npy")
-
-
-def _read_csv(path: str) -> pd.DataFrame:
-    if not os.path.isfile(path):
-        raise BadInputError(path, "file not found")
-    try:
-        # strings throughout: clip names like "0001" must not become numbers
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BadInputError(path, f"unreadable CSV ({reason})") from None
-
-
-def clip_name(value: str) -> str:
-    """A split-CSV entry → clip name: paths (a separator or a media suffix) lose folder and suffix."""
-    value = value.strip()
-    if "/" in value or "\\" in value or value.lower().endswith(_PATH_SUFFIXES):
-        return os.path.splitext(os.path.basename(value.replace("\\", "/")))[0]
-    return value
-
-
-def read_split_csv(path: str) -> list[str]:
-    """Clip names of a split CSV (header with a ``name`` column; other columns are ignored)."""
-    table = _read_csv(path)
-    table.columns = [str(c).strip() for c in table.columns]
-    if "name" not in table.columns:
-        found = ", ".join(table.columns) or "none"
-        raise BadInputError(path, f"no 'name' column in the header (columns: {found})")
-    names = [clip_name(v) for v in table["name"]]
-    for i, name in enumerate(names):
-        if not name:
-            raise BadInputError(path, f"line {i + 2}: empty name")
-    if not names:
-        raise BadInputError(path, "the split list is empty")
-    return names
 
 
 def read_detections(path: str) -> dict[str, np.ndarray]:
@@ -66,8 +31,7 @@ def read_detections(path: str) -> dict[str, np.ndarray]:
     Values that are not numbers become NaN here and are reported, with their line, when the clip
     that owns them is validated (so ``skip_bad`` can drop just that clip).
     """
-    table = _read_csv(path)
-    table.columns = [str(c).strip() for c in table.columns]
+    table = read_csv_table(path)
     missing = [c for c in layout.DETECTION_COLUMNS if c not in table.columns]
     if missing:
         raise BadInputError(path, f"missing column(s) {', '.join(missing)} (need {','.join(layout.DETECTION_COLUMNS)})")
@@ -85,7 +49,7 @@ class RealBinauralDataset(ClipDataset):
 
     Args:
         data_root: the dataset folder (``layout.rb_paths``).
-        list_csv: split CSV with a ``name`` column.
+        list_csv: split list (:func:`binaural_core.splits.read_split_list`: CSV, ``.txt`` or ``.h5``).
         split: ``train`` (random crops), ``val`` or ``test`` (centred crops).
         mel_cfg: the vocoder's mel parameters.
         detection_csv: detections; None = ``{data_root}/action_detection_results/detection_results.csv``.
@@ -124,7 +88,7 @@ class RealBinauralDataset(ClipDataset):
         )
 
     def _read_list(self) -> list[str]:
-        return read_split_csv(self.list_path)
+        return read_split_list(self.list_path)
 
     def _clip_paths(self, name: str) -> tuple[str, str | None, str]:
         paths = layout.rb_paths(self.data_root, name)

@@ -23,7 +23,7 @@ Physics (``../shared/reference/anchors.md`` §5.1):
 
 Azimuth convention (everywhere in the project's synthetic data): radians, 0 = straight ahead,
 positive = to the listener's **right**, so a source at positive azimuth reaches the right ear
-earlier and louder. ``ITD > 0`` means the right ear leads. Channel 0 = left (``BigVGAN.audio.LEFT``).
+earlier and louder. ``ITD > 0`` means the right ear leads. Channel 0 = left (``binaural_core.audio.LEFT``).
 
 Moving sources are rendered block-wise: Hann-windowed blocks at 50 % overlap (the windows sum to one),
 each filtered in the frequency domain with the ears' responses at the block's azimuth (fractional
@@ -38,7 +38,7 @@ import numpy as np
 import scipy.fft
 from scipy.signal import fftconvolve, lfilter
 
-from BigVGAN.audio import LEFT, RIGHT, BadInputError
+from binaural_core.audio import LEFT, RIGHT, BadInputError
 
 HEAD_RADIUS_M = 0.0875  # a
 SPEED_OF_SOUND_M_S = 343.0  # c

@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
-from BigVGAN.audio import BadInputError, cli_main, load_wav, mono_from_binaural, save_wav
+from binaural_core.audio import BadInputError, cli_main, load_wav, mono_from_binaural, save_wav
 from DiffBinaural.dataset import layout, spatial
 from DiffBinaural.dataset.instruments import synthesize
 

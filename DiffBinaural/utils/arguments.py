@@ -11,8 +11,8 @@ import argparse
 import json
 import os
 
-from BigVGAN.audio import BadInputError
 from BigVGAN.meldataset import DEFAULT_CONFIG, read_json
+from binaural_core.audio import BadInputError
 from DiffBinaural.dataset.layout import FPS
 
 # Keys of config.json: everything needed to rebuild the networks and the diffusion process.

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from BigVGAN import distributed as du
-from BigVGAN.audio import LEFT, RIGHT
 from BigVGAN.meldataset import denormalize_mel
+from binaural_core.audio import LEFT, RIGHT
 
 KEYS = ("mel_distance_left", "mel_distance_right", "mel_distance", "diff_distance")
 PHASE_KEYS = ("phase_error",)

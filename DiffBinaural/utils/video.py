@@ -9,7 +9,7 @@ Two things are fixed here so that training frames and inference frames are extra
 * **time origin**: the container's start time (the earliest stream start, as ffmpeg uses), so the
   video frames and the audio decoded by :func:`decode_audio` stay in sync when one stream starts late.
 
-Every decoding failure becomes a one-line :class:`~BigVGAN.audio.BadInputError` naming the file.
+Every decoding failure becomes a one-line :class:`~binaural_core.audio.BadInputError` naming the file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
-from BigVGAN.audio import BadInputError, resample
+from binaural_core.audio import BadInputError, resample
 from DiffBinaural.dataset.layout import FPS
 
 VIDEO_EXTENSIONS = (
@@ -139,7 +139,7 @@ def decode_audio(path: str | os.PathLike, sr: int) -> np.ndarray:
 
     Sample 0 is at the container's time origin (the instant of video frame 1): a track that starts
     late is padded with leading silence, so audio and frames stay aligned. Resampling uses the same
-    resampler as every other wav of the project (:func:`BigVGAN.audio.resample`).
+    resampler as every other wav of the project (:func:`binaural_core.audio.resample`).
 
     Raises:
         BadInputError: missing or undecodable file, no audio stream, no samples.

@@ -8,7 +8,7 @@ This module is the one place that fixes:
 * :class:`BadInputError`, raised for any broken user input with a one-line message that names the
   file and the problem. Scripts catch it in :func:`cli_main` and print that one line.
 
-Both packages import it (``DiffBinaural`` may import ``BigVGAN``, never the reverse).
+Both stages import it from this shared package, which imports neither of them.
 """
 
 from __future__ import annotations
