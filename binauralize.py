@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--mono", required=True, help="input recording (any rate; several channels are down-mixed)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="video file, decoded with PyAV at the model's frame rate")
-    src.add_argument("--frames", help="folder of frames 000001.jpg ... at the model's frame rate")
+    src.add_argument("--frames", help="folder of frames 000001.jpg (.jpeg, .png) ... at the model's frame rate")
     p.add_argument("--boxes", default=None, help="detection CSV (frame,x1,y1,x2,y2,score)")
     p.add_argument("--stage1", required=True, help="Stage 1 run folder")
     p.add_argument("--weights_unet", default=None, help="default: {stage1}/unet_best.pth")

@@ -2,8 +2,9 @@
 
 Steps: read the mono audio (any rate and channel count: down-mixed, resampled to 22050 Hz), refuse
 silent or clipped input, decode the video with PyAV at the model's frame rate into a temporary
-RealBinaural layout (or use a given frames folder), optionally with the user's detection boxes,
-then, piece by piece (``--stream_frames``), generate the left/right mels (and interaural phase) with
+folder (or use a given frames folder: .jpg/.jpeg/.png), check the user's detection boxes (clipped to
+the image; errors name the user's CSV and line) and build the visual inputs with the datasets' own
+code (:class:`DiffBinaural.dataset.frames.ClipFrames`), then, piece by piece (``--stream_frames``), generate the left/right mels (and interaural phase) with
 sliding windows (:func:`DiffBinaural.inference.generate_clip` on a frame range) and render them
 straight into the output file: with the mono renderer (``--renderer mono``, :mod:`DiffBinaural.renderer`:
 the mono's own STFT scaled and rotated) or the vocoder (``--renderer vocoder``: BigVGAN per ear, in
@@ -23,8 +24,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from binaural_core.audio import BadInputError, resample, save_wav
-from DiffBinaural.dataset import layout
+from binaural_core.audio import BadInputError, resample
+from DiffBinaural.dataset.frames import ClipError, ClipFrames, open_clip_frames, read_detections
 
 log = logging.getLogger("DiffBinaural")
 SILENCE_PEAK = 1e-4  # -80 dBFS: nothing to spatialise
@@ -53,67 +54,33 @@ def read_mono(path: str, sr: int) -> np.ndarray:
     return resample(mono, file_sr, sr).astype(np.float32)
 
 
-def _count_frames(frames_dir: str) -> int:
-    n = 0
-    while os.path.isfile(layout.frame_path(frames_dir, n + 1)):
-        n += 1
-    return n
+def open_visual_source(work: str, *, name: str, num_samples: int, sr: int, fps: float, max_sources: int,
+                       video: str | None, frames_dir: str | None, boxes_csv: str | None) -> ClipFrames:
+    """The user's frames (a folder, or the video decoded into ``work``) and boxes, checked.
 
-
-def build_layout(work: str, *, name: str, mono: np.ndarray, sr: int, hop: int, fps: float, video: str | None,
-                 frames_dir: str | None, boxes_csv: str | None) -> np.ndarray:
-    """A one-clip RealBinaural layout in ``work`` that the Stage 1 dataset can read; returns the padded
-    mono signal that was written.
-
-    The mono wav is padded at the end to a whole number of hops (reflection) so the mels cover every
-    input sample; the binaural file the layout requires is a placeholder (the mono on both channels)
-    that inference never reads as a target.
+    Every error names the user's own file: the frames folder, the video, or the boxes CSV and line.
+    Boxes that reach past the image are clipped and boxes outside it dropped, counted in one line.
     """
-    paths = layout.rb_paths(work, name)
-    padded = np.pad(mono, (0, -len(mono) % hop), mode="reflect")
-    save_wav(paths["mono"], padded, sr, subtype="FLOAT")
-    os.makedirs(os.path.dirname(paths["binaural"]), exist_ok=True)
-    with sf.SoundFile(paths["binaural"], "w", samplerate=sr, channels=2, subtype="FLOAT") as f:
-        for a in range(0, len(padded), 1 << 16):  # in blocks: no second, stereo copy of a long input
-            f.write(np.repeat(padded[a:a + (1 << 16), None], 2, axis=1))
     if video is not None:
         from DiffBinaural.prepare_frames import extract_frames
 
-        extract_frames(video, paths["frames"], fps, max_side=640)
-    else:
-        if not os.path.isdir(frames_dir):
-            raise BadInputError(frames_dir, "frames folder not found")
-        shutil.copytree(frames_dir, paths["frames"])
-    available = _count_frames(paths["frames"])
-    needed = int(np.ceil(len(mono) / sr * fps - 1e-6))
+        frames_dir = os.path.join(work, "frames")
+        extract_frames(video, frames_dir, fps, max_side=640)
+    elif not os.path.isdir(frames_dir):
+        raise BadInputError(frames_dir, "frames folder not found")
     source = video or frames_dir
-    if available == 0:
-        raise BadInputError(source, "no frames (the video has no decodable picture, or the folder no 000001.jpg)")
-    if available < needed:
-        raise BadInputError(source, f"video ({available / fps:.2f} s at {fps:g} fps) is shorter than the audio "
-                                    f"({len(mono) / sr:.2f} s)")
-    det = os.path.join(work, layout.RB_DETECTIONS)
-    os.makedirs(os.path.dirname(det), exist_ok=True)
-    if boxes_csv is not None:
-        import pandas as pd
-
-        try:
-            boxes = pd.read_csv(boxes_csv)
-        except Exception as err:
-            raise BadInputError(boxes_csv, f"unreadable CSV ({type(err).__name__})") from None
-        missing = [c for c in layout.DETECTION_COLUMNS if c not in boxes.columns and c != "name"]
-        if missing:
-            raise BadInputError(boxes_csv, f"missing column(s): {', '.join(missing)}")
-        boxes["name"] = name  # the user's boxes all belong to this one clip
-        boxes[list(layout.DETECTION_COLUMNS)].to_csv(det, index=False)
-    else:
-        with open(det, "w") as f:
-            f.write(",".join(layout.DETECTION_COLUMNS) + "\n")  # no boxes: whole frames
-    split = layout.rb_split_csv(work, "test")
-    os.makedirs(os.path.dirname(split), exist_ok=True)
-    with open(split, "w") as f:
-        f.write(f"name\n{name}\n")
-    return padded
+    try:
+        detections = None if boxes_csv is None else (boxes_csv, read_detections(boxes_csv, clip=name)[name])
+        frames, count = open_clip_frames(frames_dir, name=name, max_sources=max_sources, detections=detections)
+    except ClipError as err:  # a folder extracted from the video is the video's problem
+        raise BadInputError(source if err.path == frames_dir else err.path, err.problem) from None
+    needed = int(np.ceil(num_samples / sr * fps - 1e-6))
+    if frames.num_images < needed:
+        raise BadInputError(source, f"video ({frames.num_images / fps:.2f} s at {fps:g} fps) is shorter than the "
+                                    f"audio ({num_samples / sr:.2f} s)")
+    if boxes_csv is not None and count.summary(boxes_csv):
+        log.warning("%s", count.summary(boxes_csv))
+    return frames
 
 
 RENDERERS = ("mono", "vocoder")
@@ -124,7 +91,6 @@ def binauralize(args) -> str:
     from types import SimpleNamespace
 
     from BigVGAN.meldataset import MelConfig, mel_spectrogram
-    from DiffBinaural.dataset.real_binaural import RealBinauralDataset
     from DiffBinaural.inference import generate_clip
     from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
 
@@ -151,19 +117,20 @@ def binauralize(args) -> str:
     num_samples = len(mono)
     log.info("input: %.2f s; Stage 1 %s (interaural phase: %s), renderer %s, device %s", num_samples / sr,
              args.stage1, "yes" if cfg["interaural_phase"] else "no", args.renderer, device)
-    work = tempfile.mkdtemp(prefix="binauralize_")
+    work = tempfile.mkdtemp(prefix="binauralize_")  # only for the frames of a --video
     try:
-        name = "clip"
-        padded = build_layout(work, name=name, mono=mono, sr=sr, hop=hop, fps=cfg["fps"], video=args.video,
-                              frames_dir=args.frames, boxes_csv=args.boxes)
+        frames = open_visual_source(work, name="clip", num_samples=num_samples, sr=sr, fps=cfg["fps"],
+                                    max_sources=cfg["max_sources"], video=args.video, frames_dir=args.frames,
+                                    boxes_csv=args.boxes)
+        # the mels cover every input sample: the mono is padded at the end to whole hops (reflection)
+        padded = np.pad(mono, (0, -num_samples % hop), mode="reflect")
         del mono
-        # the whole clip's mono mel (the dataset's whole-clip mel of the same file); the dataset itself
-        # only serves the visual inputs of each window
         mono_mel = mel_spectrogram(torch.from_numpy(padded)[None], mel_cfg)  # (1, M, T)
-        dataset = RealBinauralDataset(
-            data_root=work, list_csv=layout.rb_split_csv(work, "test"), split="test", mel_cfg=mel_cfg,
-            segment_frames=None, num_frames=cfg["num_frames"], max_sources=cfg["max_sources"],
-            image_size=cfg["img_size"], fps=cfg["fps"], seed=args.seed)
+
+        def visual_fn(start_frame: int, num_frames: int):
+            return frames.visual_inputs(start_frame * hop / sr, num_frames * hop / sr, num_frames=cfg["num_frames"],
+                                        max_sources=cfg["max_sources"], image_size=cfg["img_size"], fps=cfg["fps"])
+
         sampler = build_sampler(build_diffusion(cfg), SimpleNamespace(
             sampler=args.sampler, steps=args.steps, eta=0.0, guidance_scale=args.guidance_scale))
         total, chunk = mono_mel.shape[-1], args.chunk_frames
@@ -173,7 +140,7 @@ def binauralize(args) -> str:
             """Stage 1 output (C, M, m1 - m0) for frames [m0, m1): the whole clip's windows and seeds."""
             return generate_clip(
                 model, sampler, mono_mel=mono_mel,
-                visual_fn=lambda s, n: dataset.visual_inputs(0, s * hop, n * hop), window=cfg["segment_frames"],
+                visual_fn=visual_fn, window=cfg["segment_frames"],
                 hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
                 seed=args.seed, device=device, frames=(m0, m1), num_samples=args.num_samples)
 

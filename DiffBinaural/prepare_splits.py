@@ -30,6 +30,7 @@ from DiffBinaural.dataset.layout import (
     RB_BINAURAL_DIR,
     RB_FRAMES_DIR,
     SPLITS,
+    frame_ext,
     frame_path,
     rb_paths,
     rb_split_csv,
@@ -83,8 +84,8 @@ def check_clips(
                 excluded[name] = f"wav is {info.samplerate} Hz, expected {SAMPLING_RATE}"
             elif info.frames == 0:
                 excluded[name] = "wav is empty"
-            elif require_frames and not os.path.isfile(frame_path(paths["frames"], 1)):
-                excluded[name] = "no frames (missing " + frame_path(paths["frames"], 1) + ")"
+            elif require_frames and not (os.path.isdir(paths["frames"]) and frame_ext(paths["frames"])):
+                excluded[name] = "no frames (missing " + frame_path(paths["frames"], 1) + ", .jpeg or .png)"
             else:
                 usable.append(name)
     frames_dir = os.path.join(data_root, RB_FRAMES_DIR)
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--require_frames",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="only keep clips that have a frame folder with 000001.jpg",
+        help="only keep clips that have a frame folder with 000001.jpg (.jpeg, .png)",
     )
     p.add_argument(
         "--overwrite",

@@ -457,10 +457,12 @@ BAD_CASES = {  # case: (break clip "b", file named in the message, kind counted 
     "rate": (lambda r: sf.write(_wav(r), np.zeros((16000, 2), np.float32), 16000), _wav, "wrong sample rate"),
     "short": (lambda r: sf.write(_wav(r), np.zeros((SEG * HOP - 1, 2), np.float32), SR), _wav, "too short"),
     "no_frames": (_clear_frames, lambda r: layout.rb_paths(r, "b")["frames"], "no frames"),
-    "box_outside": (lambda r: _append_detection(r, f"b,3,10,10,{W + 5},50,0.9"),
-                    lambda r: os.path.join(r, layout.RB_DETECTIONS), "bad detection"),
-    "box_empty": (lambda r: _append_detection(r, "b,3,30,10,20,50,0.9"),
-                  lambda r: os.path.join(r, layout.RB_DETECTIONS), "bad detection"),
+    "box_not_a_number": (lambda r: _append_detection(r, "b,3,10,ten,50,50,0.9"),
+                         lambda r: os.path.join(r, layout.RB_DETECTIONS) + ": line 20:", "bad detection"),
+    "box_missing_value": (lambda r: _append_detection(r, "b,3,10,10,,50,0.9"),
+                          lambda r: os.path.join(r, layout.RB_DETECTIONS) + ": line 20:", "bad detection"),
+    "box_frame_out_of_range": (lambda r: _append_detection(r, "b,11,10,10,50,50,0.9"),
+                               lambda r: os.path.join(r, layout.RB_DETECTIONS) + ": line 20:", "bad detection"),
 }
 
 
@@ -504,3 +506,96 @@ def test_mono_length_mismatch(rb_root):
     with pytest.raises(BadInputError, match="mono has") as err:
         rb(rb_root, "val")
     assert mono in str(err.value)
+
+
+# ---- what real detectors and video tools produce ------------------------------------------------
+def test_boxes_are_clipped_to_the_image_and_outside_ones_dropped_and_counted(rb_root, caplog):
+    # detector output around frame 3 of clip "b": a box 5 px past the right and bottom border
+    # (clipped), one wholly outside (dropped), one that is empty (dropped), a fine one (kept)
+    for row in (f"b,3,40,30,{W + 5},{H + 5},0.8", f"b,3,{W + 1},10,{W + 30},50,0.95", "b,3,30,10,20,50,0.99",
+                "b,3,-3,-4,20,20,0.7"):
+        _append_detection(rb_root, row)
+    with caplog.at_level(logging.WARNING):
+        ds = rb(rb_root, "train")
+    boxes = ds.clips[1].frames.boxes[3]
+    np.testing.assert_array_equal(boxes, np.array([[40, 30, W, H], [0, 0, 20, 20]], np.float32))  # best first
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and lines[0].endswith(
+        f"{os.path.join(rb_root, layout.RB_DETECTIONS)}: 2 box(es) clipped to the image, 2 dropped "
+        "(outside the image or empty after clipping)")
+    assert ds.skipped == {}  # nothing is dropped but those boxes
+
+
+def _write_frame(path: str, grey: int, mode: str) -> None:
+    rgb = Image.fromarray(np.full((H, W, 3), grey, np.uint8))
+    if mode == "I;16":  # a 16-bit grayscale PNG (what some video tools write)
+        Image.fromarray(np.full((H, W), grey * 257, np.uint16)).save(path)
+    elif mode == "P":
+        rgb.quantize(colors=8).save(path)
+    elif mode == "PA":  # palette with transparency
+        im = rgb.quantize(colors=8)
+        im.info["transparency"] = 0
+        im.save(path, transparency=0)
+    else:
+        rgb.convert(mode).save(path, **({"quality": 95} if path.endswith((".jpg", ".jpeg")) else {}))
+
+
+@pytest.mark.parametrize("ext,mode", [(".png", "RGB"), (".png", "RGBA"), (".png", "P"), (".png", "PA"),
+                                      (".png", "L"), (".png", "LA"), (".png", "1"), (".png", "I;16"),
+                                      (".jpeg", "RGB"), (".jpg", "L"), (".jpg", "CMYK"), (".PNG", "RGB")])
+def test_frames_in_any_format_and_mode_give_the_same_inputs(rb_root, ext, mode):
+    folder = layout.rb_paths(rb_root, "b")["frames"]
+    for f in os.listdir(folder):
+        os.remove(os.path.join(folder, f))
+    for i in range(1, 11):  # frame i: grey 10 * i (mode "1": black and white only)
+        grey = (255 if i > 5 else 0) if mode == "1" else 10 * i
+        _write_frame(os.path.join(folder, f"{i:06d}{ext}"), grey, mode)
+    item = rb(rb_root, "test", segment_frames=None)[1]
+    expected = torch.tensor([0, 0, 255, 255, 255.0]) if mode == "1" else torch.tensor([20.0, 40, 60, 80, 100])
+    frames = item["frames"][:, 0]  # (L, 3, P, P): each picked frame is one flat grey in all 3 channels
+    torch.testing.assert_close(frames.amax((1, 2, 3)), expected / 255, atol=1.5 / 255, rtol=0)
+    torch.testing.assert_close(frames.amin((1, 2, 3)), expected / 255, atol=1.5 / 255, rtol=0)
+
+
+def test_frames_folder_errors_name_the_folder(rb_root):
+    folder = layout.rb_paths(rb_root, "b")["frames"]
+    os.remove(os.path.join(folder, "000004.jpg"))
+    with pytest.raises(BadInputError, match="frame numbering has a gap: 4 is missing but 9 .jpg files exist") as err:
+        rb(rb_root, "train")
+    assert str(err.value).startswith(folder + ": ")
+    for f in os.listdir(folder):
+        os.rename(os.path.join(folder, f), os.path.join(folder, f[:-4] + ".gif"))
+    with pytest.raises(BadInputError, match=r"no images \(expected one of 000001.jpg, 000001.jpeg, 000001.png"):
+        rb(rb_root, "train")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "h5", "txt", "txt_paths"])
+def test_every_split_list_format_gives_string_names(rb_root, fmt):
+    """The same two clips, renamed to FAIR-Play-style numeric ids, listed in each format."""
+    for old, new in (("a", "000001"), ("b", "000010")):
+        for key in ("binaural", "mono", "frames"):
+            src, dst = layout.rb_paths(rb_root, old)[key], layout.rb_paths(rb_root, new)[key]
+            if os.path.exists(src):
+                os.rename(src, dst)
+    det = os.path.join(rb_root, layout.RB_DETECTIONS)
+    with open(det) as f:
+        text = f.read().replace("\na,", "\n000001,")
+    with open(det, "w") as f:
+        f.write(text)
+    path = os.path.join(rb_root, "splits", f"list.{fmt.split('_')[0]}")
+    if fmt == "csv":
+        write_csv(path, "name,scene", ["000001,7", "000010,8"])
+    elif fmt == "h5":
+        with h5py.File(path, "w") as f:
+            f.create_dataset("audio", data=np.array([b"/home/author/binaural_audios/000001.wav",
+                                                     b"/home/author/binaural_audios/000010.wav"]))
+    elif fmt == "txt":
+        with open(path, "w") as f:
+            f.write("# PseudoBinaural split\n000001\n\n000010\n")
+    else:
+        with open(path, "w") as f:
+            f.write("000001.wav\nsplit1/000010.mp4\n")
+    ds = RealBinauralDataset(data_root=rb_root, list_csv=path, split="test", mel_cfg=CFG, segment_frames=None,
+                             num_frames=L, max_sources=N, image_size=P)
+    assert ds.names == ["000001", "000010"]
+    assert not ds[0]["mask"][:, 1].all()  # the detections of "000001" were found under its string name

@@ -119,8 +119,9 @@ def test_fairplay_layout(tmp_path):
         info = sf.info(paths["binaural"])
         assert info.samplerate == 16000 and info.channels == 2 and info.frames == 16000
         assert (
-            paths["frames"].endswith(".mp4") and len(glob.glob(os.path.join(paths["frames"], "*.jpg"))) == 10
-        )
+            paths["frames"].endswith(".mp4") and len(glob.glob(os.path.join(paths["frames"], "*.png"))) == 10
+        )  # FAIR-Play's authors extract .png frames
+        assert sorted(os.listdir(paths["frames"]))[0] == "000001.png"
     assert not os.path.exists(tmp_path / "action_detection_results") and not os.path.exists(
         tmp_path / "processed"
     )
@@ -177,12 +178,21 @@ def test_cli_switches(tmp_path):
         ({"seconds": 0.1}, "--seconds"),
         ({"min_sources": 3, "max_sources": 2}, "--min_sources"),
         ({"image_size": (10, 10)}, "--image_size"),
+        ({"frame_ext": ".gif"}, "--frame_ext"),
     ],
 )
 def test_bad_arguments_fail_in_one_line(tmp_path, kwargs, message):
     with pytest.raises(BadInputError, match=message) as err:
         synthetic.generate_dataset(tmp_path / "x", **kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_frame_ext_png_for_realbinaural(tmp_path):
+    synthetic.generate_dataset(tmp_path, num_clips=1, seconds=0.5, frame_ext=".png", image_size=(64, 48))
+    folder = layout.rb_paths(str(tmp_path), "synth_000001")["frames"]
+    assert sorted(os.listdir(folder)) == [f"{i:06d}.png" for i in range(1, 6)]
+    with Image.open(os.path.join(folder, "000001.png")) as im:
+        assert im.format == "PNG" and im.size == (64, 48)
 
 
 def test_refuses_foreign_nonempty_dir(tmp_path):

@@ -39,6 +39,8 @@ Visual inputs: ``L`` frames at times ``start_s + (k + 0.5) / L * duration_s`` (f
 ``(i - 1) / fps``), clamped to the frames that exist. In each frame the detection boxes of that frame,
 highest score first, fill up to ``N`` slots; each slot is the box region resized to ``P x P``. A frame
 without detections (always, for FAIR-Play) uses the whole frame in slot 0 at position (0.5, 0.5).
+Frames may be ``.jpg``/``.jpeg``/``.png`` in any PIL mode; boxes are clipped to the image, and boxes
+outside it are dropped, counted in one warning per detection file (:mod:`DiffBinaural.dataset.frames`).
 
 Bad input is found at construction (wav headers, frame folders, one frame's size, detection rows) and
 reported as one :class:`binaural_core.audio.BadInputError` line naming the file; with ``skip_bad=True`` the
@@ -51,32 +53,21 @@ Subclasses only say where things are: :meth:`ClipDataset._read_list` (the clip n
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 import torch
-from PIL import Image
 
 from BigVGAN.interaural import mels_and_phase
 from BigVGAN.meldataset import MelConfig
 from binaural_core.audio import LEFT, RIGHT, BadInputError, load_wav, mono_from_binaural
 from DiffBinaural.dataset import layout
+from DiffBinaural.dataset.frames import BoxCount, ClipError, ClipFrames, one_line, open_clip_frames
 
 log = logging.getLogger(__name__)
-
-BOX_TOLERANCE_PX = 1.0  # detectors emit float boxes that overshoot the border by rounding; clip those
-
-
-class ClipError(BadInputError):
-    """A problem with one clip; ``kind`` is the short label counted in the skip summary."""
-
-    def __init__(self, path: str | os.PathLike | None, problem: str, kind: str):
-        super().__init__(path, problem)
-        self.kind = kind
 
 
 @dataclass
@@ -88,16 +79,7 @@ class Clip:
     mono_path: str | None  # None: mono = (L + R) / 2
     file_rate: int  # the binaural file's own rate; != mel rate means "resample on load"
     num_samples: int
-    frames_dir: str
-    num_images: int
-    # frame index -> (k, 4) boxes x1, y1, x2, y2 in pixels, highest score first, k <= max_sources
-    boxes: dict[int, np.ndarray] = field(default_factory=dict)
-
-
-def _one_line(err: Exception) -> str:
-    # libsndfile's own text repeats the path ("Error opening '...': Format not recognised."); keep the reason
-    text = str(getattr(err, "error_string", None) or err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    frames: ClipFrames  # the checked frames folder and boxes
 
 
 def probe_wav(path: str, *, channels: int, sampling_rate: int | None) -> tuple[int, int]:
@@ -107,7 +89,7 @@ def probe_wav(path: str, *, channels: int, sampling_rate: int | None) -> tuple[i
     try:
         info = sf.info(path)
     except Exception as err:  # soundfile raises several types; all mean "not a readable audio file"
-        raise ClipError(path, f"unreadable audio file ({_one_line(err)})", "unreadable file") from None
+        raise ClipError(path, f"unreadable audio file ({one_line(err)})", "unreadable file") from None
     if info.frames <= 0:
         raise ClipError(path, "empty audio file (0 samples)", "empty audio")
     if info.channels != channels:
@@ -132,42 +114,12 @@ def read_segment(path: str, start: int, stop: int) -> np.ndarray:
     try:
         data, _ = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
     except Exception as err:  # the file changed or broke after construction
-        raise BadInputError(path, f"unreadable audio file ({_one_line(err)})") from None
+        raise BadInputError(path, f"unreadable audio file ({one_line(err)})") from None
     if data.shape[0] != stop - start:
         raise BadInputError(path, f"file ends at sample {start + data.shape[0]}, needed up to {stop}")
     if not np.all(np.isfinite(data)):
         raise BadInputError(path, f"audio contains NaN or inf in samples {start}..{stop}")
     return np.ascontiguousarray(data.T)
-
-
-def count_frames(frames_dir: str) -> int:
-    """Number of frame images, which must be numbered contiguously from 1 (layout.frame_path)."""
-    if not os.path.isdir(frames_dir):
-        raise ClipError(frames_dir, "frames folder not found", "missing file")
-    files = set(os.listdir(frames_dir))
-    ext = os.path.splitext(layout.FRAME_PATTERN)[1]
-    n = 0
-    while os.path.basename(layout.frame_path(frames_dir, n + 1)) in files:
-        n += 1
-    total = sum(f.endswith(ext) for f in files)
-    if n == 0:
-        first = os.path.basename(layout.frame_path(frames_dir, 1))
-        raise ClipError(frames_dir, f"frames folder has no images (expected {first}, ...)", "no frames")
-    if total != n:  # a gap would surface as a crash in the middle of training
-        raise ClipError(
-            frames_dir, f"frame numbering has a gap: {n + 1} is missing but {total} {ext} files exist", "no frames"
-        )
-    return n
-
-
-def frame_size(frames_dir: str) -> tuple[int, int]:
-    """(width, height) of frame 1, read from the header only; all frames of a clip share it."""
-    path = layout.frame_path(frames_dir, 1)
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception as err:
-        raise ClipError(path, f"unreadable image ({_one_line(err)})", "unreadable file") from None
 
 
 def _item_seed(seed: int, epoch: int, index: int) -> int:
@@ -247,6 +199,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def _build(self, skip_bad: bool) -> tuple[list[Clip], dict[str, int]]:
         names = self._read_list()
+        self._box_counts: dict[str, BoxCount] = {}  # detection file -> boxes clipped / dropped
         clips: list[Clip] = []
         skipped: Counter[str] = Counter()
         first_error = ""
@@ -266,6 +219,9 @@ class ClipDataset(torch.utils.data.Dataset):
                 "%s: skipped %d of %d clips (%s); first: %s",
                 label, sum(skipped.values()), len(names), counts, first_error,
             )
+        for source, count in self._box_counts.items():
+            if count.summary(source):
+                log.warning("%s: %s", label, count.summary(source))
         if not clips:
             raise BadInputError(self.list_path, f"{label}: no usable clips (all {len(names)} skipped)")
         return clips, dict(skipped)
@@ -297,45 +253,10 @@ class ClipDataset(torch.utils.data.Dataset):
                 f"{needed} samples",
                 "too short",
             )
-        num_images = count_frames(frames_dir)
-        width, height = frame_size(frames_dir)
-        source, rows = self._detection_rows(name)
-        boxes = self._index_boxes(name, source, rows, num_images, width, height)
-        return Clip(name, binaural_path, mono_path, file_rate, num_samples, frames_dir, num_images, boxes)
-
-    def _index_boxes(
-        self, name: str, source: str, rows: np.ndarray, num_images: int, width: int, height: int
-    ) -> dict[int, np.ndarray]:
-        """Check detection rows against the clip's frames and group them per frame, best first."""
-        if len(rows) == 0:
-            return {}
-        line, frame, x1, y1, x2, y2, score = rows.T
-        tol = BOX_TOLERANCE_PX
-        problems = [
-            (~np.all(np.isfinite(rows), axis=1), "a value is missing or not a number"),
-            ((frame != np.round(frame)) | (frame < 1) | (frame > num_images),
-             f"frame is not one of the clip's images 1..{num_images}"),
-            ((x2 <= x1) | (y2 <= y1), "empty box (x2 <= x1 or y2 <= y1)"),
-            ((x1 < -tol) | (y1 < -tol) | (x2 > width + tol) | (y2 > height + tol)
-             | (x1 >= width) | (y1 >= height) | (x2 <= 0) | (y2 <= 0),  # nothing left after clipping
-             f"box lies outside the {width}x{height} image"),
-        ]
-        for bad, problem in problems:  # report the first offending row of the first failed check
-            if np.any(bad):
-                i = int(np.argmax(bad))
-                box = ", ".join(f"{v:g}" for v in rows[i, 2:6])
-                raise ClipError(
-                    source,
-                    f"line {int(line[i])}: clip {name!r} frame {frame[i]:g}: {problem} (box {box})",
-                    "bad detection",
-                )
-        xyxy = np.stack([np.clip(x1, 0, width), np.clip(y1, 0, height), np.clip(x2, 0, width),
-                         np.clip(y2, 0, height)], axis=1).astype(np.float32)
-        order = np.lexsort((-score, frame))  # by frame, then score descending
-        grouped: dict[int, list[np.ndarray]] = {}
-        for i in order:
-            grouped.setdefault(int(frame[i]), []).append(xyxy[i])
-        return {f: np.stack(b[: self.max_sources]) for f, b in grouped.items()}
+        detections = self._detection_rows(name)
+        frames, count = open_clip_frames(frames_dir, name=name, max_sources=self.max_sources, detections=detections)
+        self._box_counts.setdefault(detections[0], BoxCount()).add(count)
+        return Clip(name, binaural_path, mono_path, file_rate, num_samples, frames)
 
     # ---- items -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -458,61 +379,14 @@ class ClipDataset(torch.utils.data.Dataset):
     def frame_indices(self, index: int, start: int, length: int) -> list[int]:
         """The ``L`` 1-based frame indices spread over samples ``[start, start + length)``."""
         sr = self.mel_cfg.sampling_rate
-        t0, duration = start / sr, length / sr
-        last = self.clips[self.clip_index(index)].num_images
-        return [
-            min(max(layout.frame_index_at(t0 + (k + 0.5) / self.num_frames * duration, self.fps), 1), last)
-            for k in range(self.num_frames)
-        ]
+        return self.clips[self.clip_index(index)].frames.indices(start / sr, length / sr, self.num_frames, self.fps)
 
     def visual_inputs(
         self, index: int, start: int, length: int, *, flip: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``frames`` (L, N, 3, P, P), ``positions`` (L, N, 2), ``mask`` (L, N) for any span of a clip
         (e.g. one window of sliding-window inference)."""
-        clip = self.clips[self.clip_index(index)]
-        size, n_src = self.image_size, self.max_sources
-        images = np.zeros((self.num_frames, n_src, size, size, 3), np.uint8)
-        positions = np.zeros((self.num_frames, n_src, 2), np.float32)
-        mask = np.ones((self.num_frames, n_src), bool)
-        for k, frame in enumerate(self.frame_indices(index, start, length)):
-            used = self._read_sources(
-                layout.frame_path(clip.frames_dir, frame), clip.boxes.get(frame), images[k], positions[k]
-            )
-            mask[k, :used] = False
-        if flip:
-            images = images[:, :, :, ::-1]
-            positions[..., 0] = np.where(mask, 0.0, 1.0 - positions[..., 0])
-        frames = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 1, 4, 2, 3)
-        frames = frames.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
-        return frames, torch.from_numpy(positions), torch.from_numpy(mask)
-
-    def _read_sources(
-        self, path: str, boxes: np.ndarray | None, out_images: np.ndarray, out_positions: np.ndarray
-    ) -> int:
-        """Crop each box (or the whole frame) of one image into ``out_images`` (N, P, P, 3); return
-        how many slots were filled."""
-        size = self.image_size
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-                regions = boxes if boxes is not None else np.array([[0, 0, width, height]], np.float32)
-                regions = np.stack([np.clip(regions[:, 0], 0, width), np.clip(regions[:, 1], 0, height),
-                                    np.clip(regions[:, 2], 0, width), np.clip(regions[:, 3], 0, height)], 1)
-                # Decode the JPEG at the coarsest DCT scale that still leaves every region >= size
-                # pixels on its short side: a large speed-up for big frames and small image_size.
-                short = float(np.min(np.minimum(regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1])))
-                scale = min(1.0, size / max(short, 1e-6))
-                im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-                rgb = im if im.mode == "RGB" else im.convert("RGB")  # convert() would copy RGB too
-                rgb.load()  # decode now, while the file is open
-        except Exception as err:
-            raise BadInputError(path, f"unreadable image ({_one_line(err)})") from None
-        sx, sy = rgb.width / width, rgb.height / height
-        for j, (x1, y1, x2, y2) in enumerate(regions):
-            # reducing_gap: integer pre-reduction for big shrinks, ~3x faster, visually the same
-            crop = rgb.resize((size, size), Image.Resampling.BILINEAR, box=(x1 * sx, y1 * sy, x2 * sx, y2 * sy),
-                              reducing_gap=3.0)
-            out_images[j] = np.asarray(crop)
-            out_positions[j] = ((x1 + x2) / (2 * width), (y1 + y2) / (2 * height))
-        return len(regions)
+        sr = self.mel_cfg.sampling_rate
+        return self.clips[self.clip_index(index)].frames.visual_inputs(
+            start / sr, length / sr, num_frames=self.num_frames, max_sources=self.max_sources,
+            image_size=self.image_size, fps=self.fps, flip=flip)

@@ -16,32 +16,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pandas as pd
 
 from BigVGAN.meldataset import MelConfig
-from binaural_core.audio import BadInputError
-from binaural_core.splits import read_csv_table, read_split_list
+from binaural_core.splits import read_split_list
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.base import ClipDataset
-
-
-def read_detections(path: str) -> dict[str, np.ndarray]:
-    """Detection CSV → {clip name: (k, 7) float64 rows ``line, frame, x1, y1, x2, y2, score``}.
-
-    Values that are not numbers become NaN here and are reported, with their line, when the clip
-    that owns them is validated (so ``skip_bad`` can drop just that clip).
-    """
-    table = read_csv_table(path)
-    missing = [c for c in layout.DETECTION_COLUMNS if c not in table.columns]
-    if missing:
-        raise BadInputError(path, f"missing column(s) {', '.join(missing)} (need {','.join(layout.DETECTION_COLUMNS)})")
-    values = np.empty((len(table), 7), np.float64)
-    values[:, 0] = np.arange(len(table)) + 2  # file line of each row (line 1 is the header)
-    for j, column in enumerate(layout.DETECTION_COLUMNS[1:], start=1):
-        values[:, j] = pd.to_numeric(table[column].str.strip(), errors="coerce").to_numpy(np.float64)
-    names = table["name"].str.strip()
-    groups = names.groupby(names).indices  # name -> row positions, one pass over the table
-    return {name: values[rows] for name, rows in groups.items()}
+from DiffBinaural.dataset.frames import read_detections
 
 
 class RealBinauralDataset(ClipDataset):

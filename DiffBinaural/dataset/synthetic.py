@@ -189,6 +189,7 @@ class SynthConfig:
     min_sources: int = 1
     max_sources: int = 3
     moving_prob: float = 0.5
+    frame_ext: str | None = None  # .jpg / .jpeg / .png; None: each layout's own (.jpg RealBinaural, .png FAIR-Play)
 
     def __post_init__(self) -> None:
         self.image_size = tuple(int(v) for v in self.image_size)
@@ -211,6 +212,10 @@ class SynthConfig:
             1 <= lo <= hi <= n_types, f"need 1 <= --min_sources <= --max_sources <= {n_types}, got {lo}, {hi}"
         )
         _require(0.0 <= self.moving_prob <= 1.0, f"--moving_prob must be in [0, 1], got {self.moving_prob}")
+        if self.frame_ext is None:
+            self.frame_ext = ".jpg" if self.fmt == "realbinaural" else ".png"
+        _require(self.frame_ext in layout.FRAME_EXTS,
+                 f"--frame_ext must be one of {', '.join(layout.FRAME_EXTS)}, got {self.frame_ext!r}")
 
     @property
     def sample_rate(self) -> int:
@@ -273,7 +278,8 @@ def _make_clip(cfg: SynthConfig, out: str, index: int) -> tuple[list[list], dict
             _draw(draw, sources[k]["shape"], box, tuple(sources[k]["color"]))
             boxes[k].append(list(box))
         rows.extend([name, f + 1, *src_boxes[f], 1.0] for src_boxes in boxes)
-        frame.save(layout.frame_path(paths["frames"], f + 1), quality=92)
+        path = layout.frame_path(paths["frames"], f + 1, cfg.frame_ext)
+        frame.save(path, **({} if cfg.frame_ext == ".png" else {"quality": 92}))
 
     meta = {"num_samples": n, "num_frames": num_frames, "peak": round(peak, 6), "reverb_wet": round(wet, 6)}
     meta["sources"] = [
@@ -358,6 +364,7 @@ def generate_dataset(
     min_sources: int = 1,
     max_sources: int = 3,
     moving_prob: float = 0.5,
+    frame_ext: str | None = None,
     workers: int = 1,
     overwrite: bool = False,
 ) -> dict:
@@ -439,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--min_sources", type=int, default=1)
     add("--max_sources", type=int, default=3)
     add("--moving_prob", type=float, default=0.5, help="probability that a source moves")
+    add("--frame_ext", choices=layout.FRAME_EXTS, default=None,
+        help="frame image format (default: .jpg for realbinaural, .png for fairplay, as its authors extract them)")
     add("--workers", type=int, default=0, help="processes (0 = all CPU cores)")
     add("--overwrite", action=switch, default=False, help="replace a synthetic dataset already in --out")
     return p

@@ -1,0 +1,262 @@
+"""Video frames and detection boxes → the visual inputs of Stage 1 (one place for datasets and binauralize).
+
+* A frames folder holds ``000001.jpg``, ``000002.jpg``, ... numbered from 1 without gaps; ``.jpeg``
+  and ``.png`` work too (one extension per folder, any case: :func:`layout.frame_ext`), in any PIL
+  mode (RGBA, palette, grayscale, 16-bit grayscale, CMYK, ...), converted to RGB on read
+  (:func:`to_rgb`).
+* Detection boxes (pixels ``x1, y1, x2, y2``) from real detectors often reach a few pixels past the
+  border: :func:`check_boxes` clips every box to the image and drops (and counts) a box that lies
+  entirely outside it or is empty after clipping. What cannot be a box at all (a missing or
+  non-numeric value, a frame that is not one of the clip's images) stays an error naming the user's
+  file and line.
+* :func:`read_sources` crops each box of one frame (or the whole frame) into the ``N`` slots, and
+  :class:`ClipFrames` turns any time span of a clip into the model's visual inputs.
+* :func:`open_clip_frames` is the one entry point: (frames folder, optional detection rows) → a checked
+  :class:`ClipFrames`; the datasets and ``binauralize.py`` both use it, so every error names the
+  user's own folder or CSV.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from binaural_core.audio import BadInputError
+from binaural_core.splits import read_csv_table
+from DiffBinaural.dataset import layout
+
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})  # 16-bit PNG grayscale loads as these
+
+
+class ClipError(BadInputError):
+    """A problem with one clip; ``kind`` is the short label counted in the skip summary."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str, kind: str):
+        super().__init__(path, problem)
+        self.kind = kind
+
+
+def one_line(err: Exception) -> str:
+    """An exception as one short line (libsndfile's own text repeats the path: keep the reason)."""
+    text = str(getattr(err, "error_string", None) or err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def count_frames(frames_dir: str) -> tuple[int, str]:
+    """``(number of images, extension)`` of a frames folder numbered contiguously from 1."""
+    if not os.path.isdir(frames_dir):
+        raise ClipError(frames_dir, "frames folder not found", "missing file")
+    files = set(os.listdir(frames_dir))
+    ext = layout.frame_ext(frames_dir, files)
+    if ext is None:
+        found = ", ".join(f"000001{e}" for e in layout.FRAME_EXTS)
+        raise ClipError(frames_dir, f"frames folder has no images (expected one of {found}, ...)", "no frames")
+    n = 0
+    while os.path.basename(layout.frame_path(frames_dir, n + 1, ext)) in files:
+        n += 1
+    total = sum(f.endswith(ext) and f[: -len(ext)].isdigit() for f in files)
+    if total != n:  # a gap would surface as a crash in the middle of training
+        raise ClipError(
+            frames_dir, f"frame numbering has a gap: {n + 1} is missing but {total} {ext} files exist", "no frames"
+        )
+    return n, ext
+
+
+def frame_size(frames_dir: str, ext: str) -> tuple[int, int]:
+    """(width, height) of frame 1, read from the header only; all frames of a clip share it."""
+    path = layout.frame_path(frames_dir, 1, ext)
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as err:
+        raise ClipError(path, f"unreadable image ({one_line(err)})", "unreadable file") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: alpha is dropped, palettes expanded, grayscale repeated, CMYK and
+    YCbCr converted, 16-bit grayscale scaled by 1/257 (PIL's own convert would clip it at 255)."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in SIXTEEN_BIT_MODES:
+        gray = np.clip(np.asarray(im, dtype=np.float64) / 257.0, 0, 255)
+        return Image.fromarray(np.round(gray).astype(np.uint8)).convert("RGB")
+    if im.mode == "F":  # float images: [0, 1]
+        return Image.fromarray(np.round(np.clip(np.asarray(im), 0, 1) * 255).astype(np.uint8)).convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # PIL warns when a palette with transparency goes straight to RGB
+    return im.convert("RGB")
+
+
+@dataclass
+class BoxCount:
+    """What :func:`check_boxes` did to a detection file's rows (for the one summary line)."""
+
+    clipped: int = 0
+    dropped: int = 0
+
+    def add(self, other: BoxCount) -> None:
+        self.clipped += other.clipped
+        self.dropped += other.dropped
+
+    def summary(self, source: str) -> str | None:
+        """``"{source}: 3 box(es) clipped to the image, 1 dropped (...)"``, or None if nothing changed."""
+        if not (self.clipped or self.dropped):
+            return None
+        return (f"{source}: {self.clipped} box(es) clipped to the image, {self.dropped} dropped "
+                "(outside the image or empty after clipping)")
+
+
+def check_boxes(
+    name: str, source: str, rows: np.ndarray, *, num_images: int, width: int, height: int, max_sources: int
+) -> tuple[dict[int, np.ndarray], BoxCount]:
+    """Detection rows of one clip → ``{frame: (k, 4) float32 x1, y1, x2, y2}`` clipped to the image,
+    best score first, ``k <= max_sources``; and how many boxes were clipped or dropped.
+
+    Args:
+        rows: (R, 7) float ``line, frame, x1, y1, x2, y2, score`` (NaN where a value was missing or
+            not a number; ``line`` is the row's line in ``source``).
+
+    Raises:
+        ClipError: a row with a missing / non-numeric value or a frame outside ``1..num_images``
+            (the message names ``source`` and the line).
+    """
+    count = BoxCount()
+    if len(rows) == 0:
+        return {}, count
+    line, frame, x1, y1, x2, y2, score = rows.T
+    problems = [
+        (~np.all(np.isfinite(rows), axis=1), "a value is missing or not a number"),
+        ((frame != np.round(frame)) | (frame < 1) | (frame > num_images),
+         f"frame is not one of the clip's images 1..{num_images}"),
+    ]
+    for bad, problem in problems:  # report the first offending row of the first failed check
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            box = ", ".join(f"{v:g}" for v in rows[i, 2:6])
+            raise ClipError(source, f"line {int(line[i])}: clip {name!r} frame {frame[i]:g}: {problem} (box {box})",
+                            "bad detection")
+    clipped = np.stack([np.clip(x1, 0, width), np.clip(y1, 0, height), np.clip(x2, 0, width),
+                        np.clip(y2, 0, height)], axis=1)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    changed = np.any(clipped != rows[:, 2:6], axis=1)
+    count.dropped = int(np.sum(~keep))
+    count.clipped = int(np.sum(keep & changed))
+    order = [i for i in np.lexsort((-score, frame)) if keep[i]]  # by frame, then score descending
+    grouped: dict[int, list[np.ndarray]] = {}
+    for i in order:
+        grouped.setdefault(int(frame[i]), []).append(clipped[i].astype(np.float32))
+    return {f: np.stack(b[:max_sources]) for f, b in grouped.items()}, count
+
+
+def read_sources(path: str, boxes: np.ndarray | None, out_images: np.ndarray, out_positions: np.ndarray) -> int:
+    """Crop each box (or, with ``boxes=None``, the whole frame) of one image into ``out_images``
+    (N, P, P, 3) uint8 and write the box centres ``(cx / width, cy / height)`` to ``out_positions``
+    (N, 2); returns how many slots were filled. Boxes must lie inside the image (:func:`check_boxes`)."""
+    size = out_images.shape[1]
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            regions = boxes if boxes is not None else np.array([[0, 0, width, height]], np.float32)
+            # Decode a JPEG at the coarsest DCT scale that still leaves every region >= size pixels
+            # on its short side: a large speed-up for big frames and small sizes (other formats: no-op).
+            short = float(np.min(np.minimum(regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1])))
+            scale = min(1.0, size / max(short, 1e-6))
+            if im.format == "JPEG":
+                im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            rgb = to_rgb(im)
+            rgb.load()  # decode now, while the file is open
+    except Exception as err:
+        raise BadInputError(path, f"unreadable image ({one_line(err)})") from None
+    sx, sy = rgb.width / width, rgb.height / height
+    for j, (x1, y1, x2, y2) in enumerate(regions):
+        # reducing_gap: integer pre-reduction for big shrinks, ~3x faster, visually the same
+        crop = rgb.resize((size, size), Image.Resampling.BILINEAR, box=(x1 * sx, y1 * sy, x2 * sx, y2 * sy),
+                          reducing_gap=3.0)
+        out_images[j] = np.asarray(crop)
+        out_positions[j] = ((x1 + x2) / (2 * width), (y1 + y2) / (2 * height))
+    return len(regions)
+
+
+def read_detections(path: str, *, clip: str | None = None) -> dict[str, np.ndarray]:
+    """Detection CSV → {clip name: (k, 7) float64 rows ``line, frame, x1, y1, x2, y2, score``}.
+
+    ``clip``: every row belongs to this one clip and the ``name`` column is optional (a user's boxes
+    for one video). Values that are not numbers become NaN here and are reported, with their line, by
+    :func:`check_boxes` when the clip that owns them is opened (so ``skip_bad`` can drop just that clip).
+    """
+    table = read_csv_table(path)
+    needed = layout.DETECTION_COLUMNS if clip is None else layout.DETECTION_COLUMNS[1:]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise BadInputError(path, f"missing column(s) {', '.join(missing)} (need {','.join(needed)})")
+    values = np.empty((len(table), 7), np.float64)
+    values[:, 0] = np.arange(len(table)) + 2  # file line of each row (line 1 is the header)
+    for j, column in enumerate(layout.DETECTION_COLUMNS[1:], start=1):
+        values[:, j] = np.array([_number(v) for v in table[column]], np.float64)
+    if clip is not None:
+        return {clip: values}
+    names = table["name"].str.strip()
+    groups = names.groupby(names).indices  # name -> row positions, one pass over the table
+    return {name: values[rows] for name, rows in groups.items()}
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+@dataclass
+class ClipFrames:
+    """The checked frames of one clip: ``num_images`` images ``{frames_dir}/{i:06d}{ext}`` and the
+    boxes per frame index (``(k, 4)`` pixels inside the image, best first)."""
+
+    frames_dir: str
+    ext: str
+    num_images: int
+    boxes: dict[int, np.ndarray]
+
+    def indices(self, start_s: float, duration_s: float, num_frames: int, fps: float) -> list[int]:
+        """The ``L = num_frames`` 1-based frame indices at times ``start_s + (k + 0.5) / L * duration_s``
+        (frame ``i`` shows ``(i - 1) / fps``), clamped to the images that exist."""
+        return [min(max(layout.frame_index_at(start_s + (k + 0.5) / num_frames * duration_s, fps), 1),
+                    self.num_images) for k in range(num_frames)]
+
+    def visual_inputs(self, start_s: float, duration_s: float, *, num_frames: int, max_sources: int,
+                      image_size: int, fps: float, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``frames`` (L, N, 3, P, P) float32 RGB in [0, 1], ``positions`` (L, N, 2), ``mask`` (L, N)
+        (True = padded slot) of the span (shapes as in :mod:`DiffBinaural.dataset.base`); ``flip``
+        mirrors the images and maps ``cx -> 1 - cx``."""
+        images = np.zeros((num_frames, max_sources, image_size, image_size, 3), np.uint8)
+        positions = np.zeros((num_frames, max_sources, 2), np.float32)
+        mask = np.ones((num_frames, max_sources), bool)
+        for k, frame in enumerate(self.indices(start_s, duration_s, num_frames, fps)):
+            path = layout.frame_path(self.frames_dir, frame, self.ext)
+            used = read_sources(path, self.boxes.get(frame), images[k], positions[k])
+            mask[k, :used] = False
+        if flip:
+            images = images[:, :, :, ::-1]
+            positions[..., 0] = np.where(mask, 0.0, 1.0 - positions[..., 0])
+        frames = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 1, 4, 2, 3)
+        frames = frames.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        return frames, torch.from_numpy(positions), torch.from_numpy(mask)
+
+
+def open_clip_frames(frames_dir: str, *, name: str, max_sources: int, detections: tuple[str, np.ndarray] | None = None
+                     ) -> tuple[ClipFrames, BoxCount]:
+    """Check a clip's frames folder (numbering, first image's header) and its detection rows
+    (``(source file, rows)`` as from :func:`read_detections`); returns the clip's frames and what
+    :func:`check_boxes` clipped or dropped. Errors are :class:`ClipError` lines naming the user's
+    folder or detection file and line."""
+    num_images, ext = count_frames(frames_dir)
+    width, height = frame_size(frames_dir, ext)
+    source, rows = detections or ("", np.zeros((0, 7)))
+    boxes, count = check_boxes(name, source, rows, num_images=num_images, width=width, height=height,
+                               max_sources=max_sources)
+    return ClipFrames(frames_dir, ext, num_images, boxes), count
