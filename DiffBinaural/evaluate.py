@@ -3,28 +3,37 @@
 Usage::
 
     python DiffBinaural/evaluate.py --pred_dir OUT --gt_dir DATA/processed/binaural_audios_22050Hz \
-        --out metrics.json [--skip_bad] [--no-pesq] [--metrics stft_distance,env_distance]
+        --out metrics.json [--skip_bad] [--no-pesq] [--metrics stft_distance,env_distance] [--protocol fairplay]
+    python DiffBinaural/evaluate.py --protocol fairplay --results split1.json ... split5.json
 
 Pairs every ``{name}.wav`` or ``{name}_binaural_generated.wav`` of ``--pred_dir`` with
-``{name}.wav`` of ``--gt_dir``. For each clip it computes the metrics of
-:mod:`DiffBinaural.utils.metrics` for the model and for the mono-copy baseline (``(L + R) / 2`` of
-the GT on both ears, FAIR-Play's "Mono-Mono"), then writes (atomically) a JSON file::
+``{name}.wav`` of ``--gt_dir``. Both may come at any sample rate (each metric resamples to its own:
+16 kHz for the FAIR-Play metrics and PESQ, 22050 Hz for the mel and cue metrics); a pair whose
+durations differ by more than ``--duration_tolerance`` seconds is refused. For each clip it computes
+the metrics of :mod:`DiffBinaural.utils.metrics` for the model and for the mono-copy baseline
+(``(L + R) / 2`` of the GT on both ears, FAIR-Play's "Mono-Mono"), then writes (atomically) a JSON file::
 
     {
       "format_version": 1,
-      "settings": {pred_dir, gt_dir, sampling_rate, metrics, mel config, resample, skip_bad, ...},
+      "settings": {pred_dir, gt_dir, rates, duration_tolerance_s, metrics, mel config, skip_bad, ...},
       "better": {metric: "lower" | "higher"},
       "num_clips": N,
       "skipped": [{"file": path, "problem": text}, ...],
-      "model":         {"mean": {metric: v}, "std": {metric: v}, "count": {metric: n},
-                        "per_clip": {name: {metric: v}}},
+      "model":         {"mean": {metric: v}, "std": {metric: v}, "se": {metric: v},
+                        "count": {metric: n}, "per_clip": {name: {metric: v}}},
       "mono_baseline": {same layout},
-      "files": {name: {"pred": path, "gt": path, "samples": n_evaluated,
-                       "pred_samples": n, "gt_samples": n}}
+      "files": {name: {"pred": path, "gt": path, "seconds": evaluated duration,
+                       "pred_rate": Hz, "gt_rate": Hz, "pred_samples": n, "gt_samples": n}}
     }
 
-``std`` is the sample standard deviation (ddof 1; 0 for a single clip), ``count`` the number of
-finite values; NaN (e.g. PESQ without an utterance) is written as ``null`` and left out of the mean.
+``std`` is the sample standard deviation (ddof 1; 0 for a single clip), ``se`` the standard error
+``std / sqrt(count)``, ``count`` the number of finite values; NaN (e.g. PESQ without an utterance) is
+written as ``null`` and left out of the mean.
+
+``--protocol fairplay`` prints the table as the FAIR-Play papers report it (STFT, ENV, and
+PseudoBinaural's Mag, D-phase, SNR: mean ± standard error over clips, model and mono copy); given
+several result JSONs with ``--results`` (one per split, e.g. the five scene-disjoint splits) it prints
+each split's means and the mean over splits (± the standard error of the split means).
 """
 
 from __future__ import annotations
@@ -40,12 +49,21 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from BigVGAN.meldataset import DEFAULT_CONFIG, MelConfig
-from binaural_core.audio import BadInputError, cli_main, load_wav, mono_from_binaural
-from DiffBinaural.utils.metrics import HIGHER_IS_BETTER, METRIC_NAMES, MIN_SAMPLES, compute_all
+from binaural_core.audio import BadInputError, cli_main, mono_from_binaural, read_wav
+from DiffBinaural.utils.metrics import (
+    FAIRPLAY_SR,
+    HIGHER_IS_BETTER,
+    METRIC_NAMES,
+    MIN_SAMPLES,
+    SR,
+    compute_all,
+)
 
 GENERATED_SUFFIX = "_binaural_generated"
 FORMAT_VERSION = 1
 SYSTEMS = ("model", "mono_baseline")
+FILE_KEYS = ("seconds", "pred_rate", "gt_rate", "pred_samples", "gt_samples")
+DURATION_TOLERANCE_S = 0.05  # a vocoder's output is up to one hop (11.6 ms) short; more is another clip
 
 
 def find_pairs(pred_dir: str, gt_dir: str) -> list[tuple[str, str, str]]:
@@ -84,28 +102,36 @@ def evaluate_pair(
     *,
     mel_cfg: MelConfig,
     metrics: Sequence[str] | None = None,
-    resample_ok: bool = False,
+    duration_tolerance: float = DURATION_TOLERANCE_S,
 ) -> dict:
-    """Metrics of one clip: ``{"model": {...}, "mono_baseline": {...}, "samples": n, ...}``.
+    """Metrics of one clip: ``{"model": {...}, "mono_baseline": {...}, "seconds": s, ...}``.
 
-    Both wavs are trimmed to the shorter length (``samples``); the original lengths are kept too.
+    Both wavs are read at their own rates; each metric resamples them to its rate and trims both to
+    the shorter length there (``seconds`` = the shorter duration).
 
     Raises:
-        BadInputError: missing GT, unreadable file, wrong channel count or rate, clip too short.
+        BadInputError: missing GT, unreadable file, wrong channel count, durations that differ by more
+            than ``duration_tolerance`` seconds, clip too short.
     """
     if not os.path.isfile(gt_path):
         raise BadInputError(pred_path, f"no ground truth {gt_path}")
-    sr = mel_cfg.sampling_rate
-    pred = load_wav(pred_path, sampling_rate=sr, channels=2, resample_ok=resample_ok)
-    gt = load_wav(gt_path, sampling_rate=sr, channels=2, resample_ok=resample_ok)
-    n = min(pred.shape[1], gt.shape[1])  # the metrics trim both to the shorter one
-    if n < MIN_SAMPLES:
-        short = pred_path if pred.shape[1] < MIN_SAMPLES else gt_path
-        raise BadInputError(short, f"too short to evaluate ({n} samples, need {MIN_SAMPLES})")
+    pred, pred_sr = read_wav(pred_path, channels=2)
+    gt, gt_sr = read_wav(gt_path, channels=2)
+    pred_s, gt_s = pred.shape[1] / pred_sr, gt.shape[1] / gt_sr
+    if abs(pred_s - gt_s) > duration_tolerance:
+        raise BadInputError(pred_path, f"lasts {pred_s:.3f} s but the ground truth {gt_path} lasts {gt_s:.3f} s "
+                                       f"(more than --duration_tolerance {duration_tolerance:g} s apart)")
+    seconds = min(pred_s, gt_s)
+    if seconds * SR < MIN_SAMPLES:
+        raise BadInputError(pred_path if pred_s <= gt_s else gt_path,
+                            f"too short to evaluate ({seconds:.3f} s, need {MIN_SAMPLES / SR:.3f} s)")
+    kw = {"mel_cfg": mel_cfg, "metrics": metrics}
     return {
-        "model": compute_all(pred, gt, sr=sr, mel_cfg=mel_cfg, metrics=metrics),
-        "mono_baseline": compute_all(mono_baseline(gt), gt, sr=sr, mel_cfg=mel_cfg, metrics=metrics),
-        "samples": int(n),
+        "model": compute_all(pred, gt, sr=pred_sr, gt_sr=gt_sr, **kw),
+        "mono_baseline": compute_all(mono_baseline(gt), gt, sr=gt_sr, gt_sr=gt_sr, **kw),
+        "seconds": seconds,
+        "pred_rate": pred_sr,
+        "gt_rate": gt_sr,
         "pred_samples": int(pred.shape[1]),
         "gt_samples": int(gt.shape[1]),
     }
@@ -122,12 +148,13 @@ def _evaluate_pair_safe(args: tuple) -> tuple[dict | None, str | None, str | Non
 
 def summarize(per_clip: dict[str, dict[str, float]], metrics: Sequence[str]) -> dict:
     """``{name: {metric: v}}`` -> ``{"mean", "std", "count"}`` per metric over the finite values."""
-    out: dict[str, dict] = {"mean": {}, "std": {}, "count": {}}
+    out: dict[str, dict] = {"mean": {}, "std": {}, "se": {}, "count": {}}
     for m in metrics:
         vals = np.array([c[m] for c in per_clip.values()], dtype=np.float64)
         vals = vals[np.isfinite(vals)]
         out["mean"][m] = float(np.mean(vals)) if vals.size else math.nan
         out["std"][m] = float(np.std(vals, ddof=1)) if vals.size > 1 else (0.0 if vals.size else math.nan)
+        out["se"][m] = out["std"][m] / math.sqrt(vals.size) if vals.size else math.nan
         out["count"][m] = int(vals.size)
     return out
 
@@ -139,7 +166,7 @@ def evaluate_dirs(
     mel_cfg: MelConfig | None = None,
     metrics: Sequence[str] | None = None,
     skip_bad: bool = False,
-    resample_ok: bool = False,
+    duration_tolerance: float = DURATION_TOLERANCE_S,
     workers: int = 1,
 ) -> dict:
     """Evaluate every prediction of ``pred_dir``; returns the JSON document described in the module doc.
@@ -150,7 +177,7 @@ def evaluate_dirs(
     mel_cfg = MelConfig.from_json(DEFAULT_CONFIG) if mel_cfg is None else mel_cfg
     metrics = list(METRIC_NAMES) if metrics is None else list(metrics)
     pairs = find_pairs(pred_dir, gt_dir)
-    kwargs = {"mel_cfg": mel_cfg, "metrics": metrics, "resample_ok": resample_ok}
+    kwargs = {"mel_cfg": mel_cfg, "metrics": metrics, "duration_tolerance": duration_tolerance}
     jobs = [(p, g, kwargs) for _, p, g in pairs]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -171,8 +198,7 @@ def evaluate_dirs(
             continue
         for system in SYSTEMS:
             doc[system]["per_clip"][name] = res[system]
-        doc["files"][name] = {"pred": pred_path, "gt": gt_path,
-                              **{k: res[k] for k in ("samples", "pred_samples", "gt_samples")}}
+        doc["files"][name] = {"pred": pred_path, "gt": gt_path, **{k: res[k] for k in FILE_KEYS}}
     if not doc["files"]:
         raise BadInputError(pred_dir, f"no pair could be evaluated ({len(doc['skipped'])} skipped)")
     for system in SYSTEMS:
@@ -182,12 +208,13 @@ def evaluate_dirs(
         "settings": {
             "pred_dir": os.path.abspath(pred_dir),
             "gt_dir": os.path.abspath(gt_dir),
-            "sampling_rate": mel_cfg.sampling_rate,
+            "rates": {"fairplay_metrics_and_pesq": FAIRPLAY_SR, "mel_and_cue_metrics": SR},
+            "duration_tolerance_s": duration_tolerance,
             "metrics": metrics,
             "mel": mel_cfg.to_dict(),
-            "resample": resample_ok,
             "skip_bad": skip_bad,
-            "normalisation": "peak over both channels for all metrics except mel_distance (raw)",
+            "normalisation": "each signal resampled to the metric's rate, then divided by its own peak over "
+                             "both channels (FAIR-Play's order); mel_distance on the raw signals",
             "baseline": "mono copy: (L + R) / 2 of the GT on both channels",
         },
         "better": {m: "higher" if m in HIGHER_IS_BETTER else "lower" for m in metrics},
@@ -246,39 +273,114 @@ def parse_metrics(text: str | None, *, use_pesq: bool) -> list[str]:
     return [m for m in chosen if use_pesq or m != "pesq"]
 
 
+PROTOCOLS = ("all", "fairplay")
+# FAIR-Play's table (Gao & Grauman 2019: STFT, ENV) and PseudoBinaural's additions (Mag, D-phase, SNR)
+FAIRPLAY_COLUMNS = (("stft_distance", "STFT"), ("env_distance", "ENV"), ("mag_distance", "Mag"),
+                    ("phase_distance", "D-phase"), ("snr", "SNR"))
+
+
+def read_result(path: str) -> dict:
+    """A JSON written by :func:`write_json`; one error line when it is not one."""
+    if not os.path.isfile(path):
+        raise BadInputError(path, "file not found")
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise BadInputError(path, f"unreadable JSON ({type(err).__name__})") from None
+    if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION or "model" not in doc:
+        raise BadInputError(path, f"not a result of evaluate.py (format_version {FORMAT_VERSION})")
+    return doc
+
+
+def _cell(mean: float | None, spread: float | None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f} ± {spread:.3f}" if spread is not None and math.isfinite(spread) else f"{mean:.3f}"
+
+
+def format_fairplay(docs: Sequence[dict], labels: Sequence[str]) -> str:
+    """The FAIR-Play-style table: one JSON → mean ± SE over its clips; several (one per split) → each
+    split's means, then the mean over splits ± the standard error of the split means."""
+    columns = [(k, h) for k, h in FAIRPLAY_COLUMNS if all(k in d["model"]["mean"] for d in docs)]
+    if not columns:
+        raise BadInputError(None, "the results hold none of the FAIR-Play metrics (stft_distance, env_distance, ...)")
+    rows: list[tuple[str, list[str]]] = []
+    names = {"model": "model", "mono_baseline": "mono copy"}
+    if len(docs) == 1:
+        doc = docs[0]
+        for system in SYSTEMS:
+            rows.append((names[system], [_cell(doc[system]["mean"][k], doc[system]["se"].get(k)) for k, _ in columns]))
+        title = f"FAIR-Play protocol (16 kHz, peak-normalised): mean ± standard error over {doc['num_clips']} clips"
+    else:
+        for label, doc in zip(labels, docs):
+            rows.append((f"model, {label}", [_cell(doc["model"]["mean"][k], None) for k, _ in columns]))
+        for system in SYSTEMS:
+            cells = []
+            for k, _ in columns:
+                means = np.array([d[system]["mean"][k] for d in docs if d[system]["mean"][k] is not None], float)
+                se = float(np.std(means, ddof=1) / math.sqrt(means.size)) if means.size > 1 else math.nan
+                cells.append(_cell(float(np.mean(means)) if means.size else math.nan, se))
+            rows.append((f"{names[system]}, mean of {len(docs)} splits", cells))
+        clips = sum(d["num_clips"] for d in docs)
+        title = (f"FAIR-Play protocol (16 kHz, peak-normalised): {len(docs)} splits, {clips} clips; "
+                 "mean over splits ± standard error of the split means")
+    width = max(len(r[0]) for r in rows) + 2
+    head = f"{'':<{width}}" + "".join(f"{h:>18}" for _, h in columns)
+    better = f"{'(better)':<{width}}" + "".join(
+        f"{'higher' if k in HIGHER_IS_BETTER else 'lower':>18}" for k, _ in columns)
+    return "\n".join([title, head, better, *(f"{n:<{width}}" + "".join(f"{c:>18}" for c in cells) for n, cells in rows)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pred_dir", required=True, help="generated wavs: {name}.wav or {name}_binaural_generated.wav")
-    p.add_argument("--gt_dir", required=True, help="ground-truth binaural wavs {name}.wav (2 ch, channel 0 = left)")
-    p.add_argument("--out", required=True, help="metrics JSON to write")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="vocoder JSON config (mel parameters, sampling rate)")
+    p.add_argument("--pred_dir", help="generated wavs: {name}.wav or {name}_binaural_generated.wav, any rate")
+    p.add_argument("--gt_dir", help="ground-truth binaural wavs {name}.wav (2 ch, channel 0 = left), any rate")
+    p.add_argument("--out", help="metrics JSON to write")
+    p.add_argument("--results", nargs="+", default=None, metavar="JSON",
+                   help="summarise these result JSONs (one per split) instead of evaluating")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="all",
+                   help="all: every metric, mean ± std; fairplay: the FAIR-Play table (mean ± standard error)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="vocoder JSON config (mel parameters)")
     p.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRIC_NAMES)}")
     p.add_argument("--pesq", action=argparse.BooleanOptionalAction, default=True,
                    help="compute wide-band PESQ (the slowest metric)")
     p.add_argument("--skip_bad", action=argparse.BooleanOptionalAction, default=False,
                    help="skip broken pairs (counted in one line) instead of stopping at the first")
-    p.add_argument("--resample", action=argparse.BooleanOptionalAction, default=False,
-                   help="resample wavs at another rate instead of refusing them")
+    p.add_argument("--duration_tolerance", type=float, default=DURATION_TOLERANCE_S,
+                   help="refuse a pair whose durations differ by more than this many seconds")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (1 = sequential)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.results:
+        if any((args.pred_dir, args.gt_dir, args.out)):
+            raise BadInputError(None, "--results summarises existing JSONs: drop --pred_dir/--gt_dir/--out")
+        docs = [read_result(path) for path in args.results]
+        labels = [os.path.splitext(os.path.basename(path))[0] for path in args.results]
+        print(format_fairplay(docs, labels) if args.protocol == "fairplay" or len(docs) > 1 else format_table(docs[0]))
+        return {"results": docs}
+    missing = [flag for flag in ("pred_dir", "gt_dir", "out") if getattr(args, flag) is None]
+    if missing:
+        raise BadInputError(None, f"missing {', '.join('--' + m for m in missing)} (or give --results JSON ...)")
+    if args.duration_tolerance < 0:
+        raise BadInputError(None, f"--duration_tolerance must be >= 0, got {args.duration_tolerance}")
     mel_cfg = MelConfig.from_json(args.config)
     metrics = parse_metrics(args.metrics, use_pesq=args.pesq)
     if not metrics:
         raise BadInputError(None, "no metric left to compute (--metrics pesq with --no-pesq)")
     doc = evaluate_dirs(
         args.pred_dir, args.gt_dir, mel_cfg=mel_cfg, metrics=metrics, skip_bad=args.skip_bad,
-        resample_ok=args.resample, workers=max(1, args.workers),
+        duration_tolerance=args.duration_tolerance, workers=max(1, args.workers),
     )
     write_json(doc, args.out)
     if doc["skipped"]:
         first = doc["skipped"][0]
         print(f"skipped {len(doc['skipped'])} broken pair(s); first: {first['file']}: {first['problem']}",
               file=sys.stderr)
-    print(format_table(doc))
+    print(format_fairplay([doc], ["this run"]) if args.protocol == "fairplay" else format_table(doc))
     print(f"wrote {args.out}")
     return doc
 

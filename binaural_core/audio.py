@@ -58,23 +58,11 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return librosa.resample(wav, orig_sr=orig_sr, target_sr=target_sr, axis=-1).astype(np.float32)
 
 
-def load_wav(
-    path: str | os.PathLike,
-    *,
-    sampling_rate: int,
-    channels: int,
-    resample_ok: bool = False,
-) -> np.ndarray:
-    """Read a wav as float32 in [-1, 1].
-
-    Args:
-        path: the file.
-        sampling_rate: the rate the caller works at; a file at another rate is resampled when
-            ``resample_ok`` and refused otherwise.
-        channels: 1 → returns ``(S,)``; 2 → returns ``(2, S)`` with channel 0 = left.
+def read_wav(path: str | os.PathLike, *, channels: int) -> tuple[np.ndarray, int]:
+    """A wav at its own rate: ``((C, S) float32 in [-1, 1], sample rate)``.
 
     Raises:
-        BadInputError: missing, unreadable or empty file, wrong channel count, wrong rate.
+        BadInputError: missing, unreadable or empty file, wrong channel count, NaN or inf samples.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -87,26 +75,34 @@ def load_wav(
         raise BadInputError(path, "empty audio file (0 samples)")
     if data.shape[1] != channels:
         raise BadInputError(path, f"expected {channels} channel(s), found {data.shape[1]}")
+    if not np.all(np.isfinite(data)):
+        raise BadInputError(path, "audio contains NaN or inf")
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def load_wav(
+    path: str | os.PathLike,
+    *,
+    sampling_rate: int,
+    channels: int,
+    resample_ok: bool = False,
+) -> np.ndarray:
+    """Read a wav as float32 in [-1, 1] at ``sampling_rate``.
+
+    Args:
+        path: the file.
+        sampling_rate: the rate the caller works at; a file at another rate is resampled when
+            ``resample_ok`` and refused otherwise.
+        channels: 1 → returns ``(S,)``; 2 → returns ``(2, S)`` with channel 0 = left.
+
+    Raises:
+        BadInputError: as :func:`read_wav`, or the wrong rate.
+    """
+    data, sr = read_wav(path, channels=channels)
     if sr != sampling_rate:
         if not resample_ok:
             raise BadInputError(
-                path, f"sample rate is {sr} Hz, expected {sampling_rate} Hz (resample it first)"
+                os.fspath(path), f"sample rate is {sr} Hz, expected {sampling_rate} Hz (resample it first)"
             )
-        data = resample(data.T, sr, sampling_rate).T
-    if not np.all(np.isfinite(data)):
-        raise BadInputError(path, "audio contains NaN or inf")
-    data = np.ascontiguousarray(data.T, dtype=np.float32)  # (C, S)
+        data = np.ascontiguousarray(resample(data, sr, sampling_rate), dtype=np.float32)
     return data[0] if channels == 1 else data
-
-
-def save_wav(path: str | os.PathLike, wav: np.ndarray, sampling_rate: int, *, subtype: str = "PCM_16") -> None:
-    """Write ``(S,)`` or ``(C, S)`` float audio; clips to [-1, 1] for integer subtypes. Atomic (temp + rename)."""
-    path = os.fspath(path)
-    wav = np.asarray(wav, dtype=np.float32)
-    data = wav.T if wav.ndim == 2 else wav
-    if subtype.startswith("PCM"):
-        data = np.clip(data, -1.0, 1.0)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    sf.write(tmp, data, sampling_rate, subtype=subtype, format="WAV")
-    os.replace(tmp, path)

@@ -1,25 +1,29 @@
-"""Binaural evaluation metrics on ``(2, S)`` waveforms at 22050 Hz (channel 0 = left).
+"""Binaural evaluation metrics on ``(2, S)`` waveforms (channel 0 = left), prediction and ground truth at any rates.
 
-Every metric takes a prediction and a ground truth (GT), both ``(2, S)`` float arrays at ``sr``, and
-returns a float. :func:`compute_all` computes the whole set (the JSON keys of ``evaluate.py``, listed
-in :data:`METRIC_NAMES`) sharing the common work (normalisation, resampling, STFTs).
+Every metric takes a prediction and a ground truth (GT), ``(2, S)`` float arrays at ``sr`` (and
+``gt_sr`` for the GT, default ``sr``), and returns a float. :func:`compute_all` computes the whole set
+(the JSON keys of ``evaluate.py``, listed in :data:`METRIC_NAMES`) sharing the common work
+(resampling, normalisation, STFTs).
 
 Conventions (decided here, relied on by ``evaluate.py`` and the demo report):
 
-* **Length mismatch**: both signals are trimmed to the shorter one (a vocoder emits
-  ``frames * hop`` samples, a few fewer than the GT). No edge trim beyond that.
+* **Rates**: each metric resamples both signals to its own rate first. The literature metrics
+  (FAIR-Play ``stft_distance`` / ``env_distance``, PseudoBinaural ``mag_distance`` /
+  ``phase_distance`` / ``snr``, CCStereo ``wav_l2``, and ``pesq``) run at 16 kHz (FAIR-Play evaluates
+  16 kHz clips); ``mel_distance``, ``mrstft`` and the binaural cues (``ild_error_db``,
+  ``itd_error_ms``, ``iacc_error``) at the mel rate (:data:`SR`, 22050 Hz). A signal already at a
+  metric's rate is used as is, so 16 kHz pairs are scored exactly as FAIR-Play's own script does.
+* **Length mismatch**: after resampling, both signals are trimmed to the shorter one (a vocoder emits
+  ``frames * hop`` samples, a few fewer than the GT). No edge trim beyond that. (``evaluate.py``
+  refuses pairs whose durations differ by more than a tolerance.)
 * **Peak normalisation** (FAIR-Play ``evaluate.py`` with ``--normalization``): each stereo signal is
-  divided by its own peak ``|.|`` over both channels. Used by every metric **except**
-  ``mel_distance``, which is computed on the raw signals so that it is comparable with Stage 1's mel
-  distance (and the mel space the vocoder sees). Hence all other metrics are invariant to a global
-  gain of the prediction.
-* **Rates**: the literature metrics (FAIR-Play ``stft_distance`` / ``env_distance``, PseudoBinaural
-  ``mag_distance`` / ``phase_distance`` / ``snr``, CCStereo ``wav_l2``, and ``pesq``) are computed at
-  16 kHz after the normalisation (FAIR-Play evaluates 16 kHz clips); ``mel_distance``, ``mrstft`` and
-  the binaural cues (``ild_error_db``, ``itd_error_ms``, ``iacc_error``) at ``sr``.
-* **Binaural-cue frames**: 1024 samples, hop 512, no padding (a trailing partial frame is dropped).
-  Cue errors average over the frames that are *active* in the GT: frame RMS over both channels at
-  least ``SILENCE_DB`` (-60 dB) below the GT's peak sample. No active frame -> NaN.
+  divided by its own peak ``|.|`` over both channels, *after* it is loaded at the metric's rate, as
+  FAIR-Play loads at 16 kHz and then normalises. Used by every metric **except** ``mel_distance``,
+  which is computed on the raw signals so that it is comparable with Stage 1's mel distance (and the
+  mel space the vocoder sees). Hence all other metrics are invariant to a global gain of the prediction.
+* **Binaural-cue frames**: 1024 samples, hop 512 at 22050 Hz, no padding (a trailing partial frame is
+  dropped). Cue errors average over the frames that are *active* in the GT: frame RMS over both
+  channels at least ``SILENCE_DB`` (-60 dB) below the GT's peak sample. No active frame -> NaN.
 * **Signs**: ``ILD = 10 log10(E_L / E_R)`` dB, positive when the left ear is louder (source on the
   left). ``ITD`` is the lag of the GCC-PHAT peak of ``L * conj(R)``, i.e. ``t_left - t_right`` in ms:
   positive when the left ear hears the sound later (source on the right). So a right channel that is
@@ -78,8 +82,16 @@ def peak_normalize(x: np.ndarray) -> np.ndarray:
     return x / peak if peak > 0 else x
 
 
-def _to_16k(x: np.ndarray, sr: int) -> np.ndarray:
-    return np.asarray(resample(x, sr, FAIRPLAY_SR), dtype=np.float64)
+def _at_rate(pred: np.ndarray, gt: np.ndarray, sr: int, gt_sr: int | None, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals resampled to ``rate`` (soxr, as librosa.load does) and trimmed to the shorter
+    length: float64 ``(2, S)`` each, not normalised."""
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    for name, x in (("pred", pred), ("gt", gt)):
+        if x.ndim != 2 or x.shape[0] != 2:
+            raise ValueError(f"{name} must be (2, S) with channel 0 = left, got shape {x.shape}")
+    p = resample(pred.astype(np.float64), sr, rate)
+    g = resample(gt.astype(np.float64), sr if gt_sr is None else gt_sr, rate)
+    return _check_pair(p, g)
 
 
 def fairplay_stft(x: np.ndarray) -> np.ndarray:
@@ -269,83 +281,85 @@ def _cue_error(series_pred: np.ndarray, series_gt: np.ndarray, active: np.ndarra
 
 
 # ---------------------------------------------------------------------------- public per-metric
-def stft_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
-    """FAIR-Play STFT distance (peak-normalised, 16 kHz, 512/400/160), summed over channels."""
-    p, g = _fairplay_pair(pred, gt, sr)
+def stft_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
+    """FAIR-Play STFT distance (16 kHz, peak-normalised, 512/400/160), summed over channels."""
+    p, g = _fairplay_pair(pred, gt, sr, gt_sr)
     return _stft_distance(fairplay_stft(p), fairplay_stft(g))
 
 
-def env_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
+def env_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
     """FAIR-Play envelope distance (Hilbert envelope RMSE per channel at 16 kHz), summed over channels."""
-    return _env_distance(*_fairplay_pair(pred, gt, sr))
+    return _env_distance(*_fairplay_pair(pred, gt, sr, gt_sr))
 
 
-def mag_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
+def mag_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
     """PseudoBinaural Mag distance (mean |dS|^2 per channel, summed); equals 2 x ``stft_distance``."""
-    p, g = _fairplay_pair(pred, gt, sr)
+    p, g = _fairplay_pair(pred, gt, sr, gt_sr)
     return _mag_distance(fairplay_stft(p), fairplay_stft(g))
 
 
-def phase_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
+def phase_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
     """PseudoBinaural D-phase: mean wrapped angle difference (rad) of the L - R STFTs."""
-    p, g = _fairplay_pair(pred, gt, sr)
+    p, g = _fairplay_pair(pred, gt, sr, gt_sr)
     return _phase_distance(fairplay_stft(p), fairplay_stft(g))
 
 
-def snr(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
-    """PseudoBinaural SNR in dB over both channels (peak-normalised, 16 kHz)."""
-    return _snr(*_fairplay_pair(pred, gt, sr))
+def snr(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
+    """PseudoBinaural SNR in dB over both channels (16 kHz, peak-normalised)."""
+    return _snr(*_fairplay_pair(pred, gt, sr, gt_sr))
 
 
-def wav_l2(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
+def wav_l2(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
     """CCStereo WAV: ``(MSE_L + MSE_R) * 1e3`` on peak-normalised 16 kHz clips."""
-    return _wav_l2(*_fairplay_pair(pred, gt, sr))
+    return _wav_l2(*_fairplay_pair(pred, gt, sr, gt_sr))
 
 
-def pesq(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
+def pesq(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
     """Wide-band PESQ at 16 kHz, mean of the two channels; NaN where PESQ raises."""
-    return _pesq(*_fairplay_pair(pred, gt, sr))
+    return _pesq(*_fairplay_pair(pred, gt, sr, gt_sr))
 
 
-def mrstft(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
-    """auraloss multi-resolution STFT loss (defaults) per channel at ``sr``, mean of L and R."""
-    p, g = _check_pair(pred, gt)
+def mrstft(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
+    """auraloss multi-resolution STFT loss (defaults) per channel at 22050 Hz, mean of L and R."""
+    p, g = _at_rate(pred, gt, sr, gt_sr, SR)
     return _mrstft(peak_normalize(p), peak_normalize(g))
 
 
-def mel_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, mel_cfg: MelConfig | None = None) -> float:
-    """RMSE between BigVGAN ln-mels of the *raw* signals, per channel, mean of L and R."""
-    p, g = _check_pair(pred, gt)
-    return _mel_distance(p, g, _mel_cfg(mel_cfg, sr))
+def mel_distance(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None,
+                 mel_cfg: MelConfig | None = None) -> float:
+    """RMSE between BigVGAN ln-mels of the *raw* signals at the mel rate, per channel, mean of L and R."""
+    cfg = _mel_cfg(mel_cfg)
+    return _mel_distance(*_at_rate(pred, gt, sr, gt_sr, cfg.sampling_rate), cfg)
 
 
-def ild_error_db(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
-    """Mean |ILD_pred - ILD_gt| in dB over the GT's active frames."""
-    p, g = (peak_normalize(x) for x in _check_pair(pred, gt))
-    return _cue_error(ild_series(p, sr), ild_series(g, sr), active_frames(g))
+def ild_error_db(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
+    """Mean |ILD_pred - ILD_gt| in dB over the GT's active frames (22050 Hz)."""
+    p, g = (peak_normalize(x) for x in _at_rate(pred, gt, sr, gt_sr, SR))
+    return _cue_error(ild_series(p, SR), ild_series(g, SR), active_frames(g))
 
 
-def itd_error_ms(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
-    """Mean |ITD_pred - ITD_gt| in ms (GCC-PHAT) over the GT's active frames."""
-    p, g = (peak_normalize(x) for x in _check_pair(pred, gt))
-    return _cue_error(itd_series(p, sr), itd_series(g, sr), active_frames(g))
+def itd_error_ms(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
+    """Mean |ITD_pred - ITD_gt| in ms (GCC-PHAT) over the GT's active frames (22050 Hz)."""
+    p, g = (peak_normalize(x) for x in _at_rate(pred, gt, sr, gt_sr, SR))
+    return _cue_error(itd_series(p, SR), itd_series(g, SR), active_frames(g))
 
 
-def iacc_error(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR) -> float:
-    """Mean |IACC_pred - IACC_gt| over the GT's active frames."""
-    p, g = (peak_normalize(x) for x in _check_pair(pred, gt))
-    return _cue_error(iacc_series(p, sr), iacc_series(g, sr), active_frames(g))
+def iacc_error(pred: np.ndarray, gt: np.ndarray, *, sr: int = SR, gt_sr: int | None = None) -> float:
+    """Mean |IACC_pred - IACC_gt| over the GT's active frames (22050 Hz)."""
+    p, g = (peak_normalize(x) for x in _at_rate(pred, gt, sr, gt_sr, SR))
+    return _cue_error(iacc_series(p, SR), iacc_series(g, SR), active_frames(g))
 
 
-def _fairplay_pair(pred: np.ndarray, gt: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    p, g = _check_pair(pred, gt)
-    return _to_16k(peak_normalize(p), sr), _to_16k(peak_normalize(g), sr)
+def _fairplay_pair(pred: np.ndarray, gt: np.ndarray, sr: int, gt_sr: int | None) -> tuple[np.ndarray, np.ndarray]:
+    # FAIR-Play's order: load at 16 kHz, then divide each signal by its own peak
+    p, g = _at_rate(pred, gt, sr, gt_sr, FAIRPLAY_SR)
+    return peak_normalize(p), peak_normalize(g)
 
 
-def _mel_cfg(mel_cfg: MelConfig | None, sr: int) -> MelConfig:
+def _mel_cfg(mel_cfg: MelConfig | None) -> MelConfig:
     cfg = MelConfig.from_json(DEFAULT_CONFIG) if mel_cfg is None else mel_cfg
-    if cfg.sampling_rate != sr:
-        raise ValueError(f"mel config is for {cfg.sampling_rate} Hz but the audio is at {sr} Hz")
+    if cfg.sampling_rate != SR:
+        raise ValueError(f"mel config is for {cfg.sampling_rate} Hz; the metrics' mel rate is {SR} Hz")
     return cfg
 
 
@@ -355,14 +369,16 @@ def compute_all(
     gt: np.ndarray,
     *,
     sr: int = SR,
+    gt_sr: int | None = None,
     mel_cfg: MelConfig | None = None,
     metrics: Iterable[str] | None = None,
 ) -> dict[str, float]:
     """Every metric of :data:`METRIC_NAMES` (or the subset ``metrics``) for one clip.
 
     Args:
-        pred, gt: ``(2, S_pred)`` and ``(2, S_gt)`` float waveforms at ``sr``, channel 0 = left;
-            trimmed to the shorter length.
+        pred, gt: ``(2, S_pred)`` and ``(2, S_gt)`` float waveforms, channel 0 = left; resampled to each
+            metric's rate and trimmed to the shorter length there.
+        sr, gt_sr: their sample rates (``gt_sr`` default: ``sr``).
         mel_cfg: mel parameters for ``mel_distance`` (default: the vocoder's default config).
         metrics: names to compute, default all.
 
@@ -373,13 +389,11 @@ def compute_all(
     unknown = sorted(set(wanted) - set(METRIC_NAMES))
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRIC_NAMES)}")
-    p_raw, g_raw = _check_pair(pred, gt)
-    p, g = peak_normalize(p_raw), peak_normalize(g_raw)
     out: dict[str, float] = {}
 
     fairplay = {"stft_distance", "env_distance", "mag_distance", "phase_distance", "snr", "wav_l2", "pesq"}
     if fairplay & set(wanted):
-        p16, g16 = _to_16k(p, sr), _to_16k(g, sr)
+        p16, g16 = _fairplay_pair(pred, gt, sr, gt_sr)
         if {"stft_distance", "mag_distance", "phase_distance"} & set(wanted):
             sp, sg = fairplay_stft(p16), fairplay_stft(g16)
         kernels16 = {
@@ -392,14 +406,17 @@ def compute_all(
             "pesq": lambda: _pesq(p16, g16),
         }
         out.update({k: fn() for k, fn in kernels16.items() if k in wanted})
-    if "mel_distance" in wanted:
-        out["mel_distance"] = _mel_distance(p_raw, g_raw, _mel_cfg(mel_cfg, sr))
-    if "mrstft" in wanted:
-        out["mrstft"] = _mrstft(p, g)
     cues = {"ild_error_db": ild_series, "itd_error_ms": itd_series, "iacc_error": iacc_series}
-    if set(cues) & set(wanted):
-        active = active_frames(g)
-        for key, series in cues.items():
-            if key in wanted:
-                out[key] = _cue_error(series(p, sr), series(g, sr), active)
+    if {"mel_distance", "mrstft", *cues} & set(wanted):
+        p_raw, g_raw = _at_rate(pred, gt, sr, gt_sr, SR)
+        p, g = peak_normalize(p_raw), peak_normalize(g_raw)
+        if "mel_distance" in wanted:
+            out["mel_distance"] = _mel_distance(p_raw, g_raw, _mel_cfg(mel_cfg))
+        if "mrstft" in wanted:
+            out["mrstft"] = _mrstft(p, g)
+        if set(cues) & set(wanted):
+            active = active_frames(g)
+            for key, series in cues.items():
+                if key in wanted:
+                    out[key] = _cue_error(series(p, SR), series(g, SR), active)
     return {k: out[k] for k in METRIC_NAMES if k in out}
