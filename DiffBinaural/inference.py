@@ -2,7 +2,9 @@
 
 A clip of any length is cut into ``segment_frames``-frame windows every ``window_hop`` frames (the
 last one flush with the end; a clip shorter than a window is edge-padded), each window is sampled
-with its own visual inputs and its own seeded noise, and the windows are blended with raised-cosine
+with its own visual inputs and its own seeded noise (seeded from ``--seed`` and the clip's *name*,
+:func:`DiffBinaural.model.clip_seed`, so a clip gets the same noise in any list, at any position), and
+the windows are blended with raised-cosine
 crossfades (:mod:`DiffBinaural.utils.overlap_add`). Every frame is covered, so there are no zero edges
 (the original left 8 frames at each end at exactly 0, i.e. full-scale loud in ln-mel).
 
@@ -28,7 +30,7 @@ import torch
 from BigVGAN.checkpoint import atomic_write_text
 from BigVGAN.meldataset import MelConfig, denormalize_mel, normalize_mel
 from binaural_core.audio import CHANNEL_NAMES, BadInputError
-from DiffBinaural.model import MEL_CHANNELS, Stage1Model, sample_mels
+from DiffBinaural.model import MEL_CHANNELS, Stage1Model, clip_seed, sample_mels
 from DiffBinaural.utils.overlap_add import crossfade_weights, overlap_add, pad_frames, window_starts
 
 MEL_DIR_FORMAT_VERSION = 1
@@ -218,7 +220,7 @@ def run_inference(args, dataset_kind: str) -> None:
 
             mel = generate_clip(model, sampler, mono_mel=item["mono_mel"], visual_fn=visual_fn,
                                 window=cfg["segment_frames"], hop=args.window_hop, batch_windows=args.window_batch,
-                                seed=args.seed + i, device=device, num_samples=args.num_samples)
+                                seed=clip_seed(args.seed, item["name"]), device=device, num_samples=args.num_samples)
         save_clip_mels(args.output_dir, args.split, item["name"], mel.numpy())
         names.append(item["name"])
     write_meta(args.output_dir, mel_cfg=mel_cfg, split=args.split, names=names, phase=with_phase, **info)

@@ -7,6 +7,7 @@ conditioning: dataset batch → (normalised mono mel, visual tokens) → UNet ke
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -124,6 +125,13 @@ def batch_inputs(batch: dict, device: torch.device, *, target: str, phase: bool 
         "mask": batch["mask"].to(device, non_blocking=True),
     }
     return x0, kwargs
+
+
+def clip_seed(seed: int, name: str) -> int:
+    """A 31-bit sampling seed for clip ``name`` under run seed ``seed``: the same clip gets the same noise
+    whatever list it comes in, its position there, or the rank that samples it (BLAKE2b of both)."""
+    digest = hashlib.blake2b(f"{int(seed)}\x00{name}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 @torch.no_grad()

@@ -106,3 +106,16 @@ def load_wav(
             )
         data = np.ascontiguousarray(resample(data, sr, sampling_rate), dtype=np.float32)
     return data[0] if channels == 1 else data
+
+
+def save_wav(path: str | os.PathLike, wav: np.ndarray, sampling_rate: int, *, subtype: str = "PCM_16") -> None:
+    """Write ``(S,)`` or ``(C, S)`` float audio; clips to [-1, 1] for integer subtypes. Atomic (temp + rename)."""
+    path = os.fspath(path)
+    wav = np.asarray(wav, dtype=np.float32)
+    data = wav.T if wav.ndim == 2 else wav
+    if subtype.startswith("PCM"):
+        data = np.clip(data, -1.0, 1.0)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    sf.write(tmp, data, sampling_rate, subtype=subtype, format="WAV")
+    os.replace(tmp, path)

@@ -267,3 +267,57 @@ def test_diffusion_target_with_phase_channels(target):
     x0 = to_target(binaural, mono, target, phase)
     assert x0.shape == (2, 4, 8, 12) and torch.equal(x0[:, 2:], phase)  # phase channels pass through unscaled
     torch.testing.assert_close(from_target(x0, mono, target), torch.cat([binaural, phase], 1))
+
+
+def test_a_clips_noise_comes_from_its_name_not_its_place_in_the_list(data, tmp_path):
+    """The same clip gets the same mels whether it is listed alone, first or last."""
+    from DiffBinaural.inference import run_inference
+
+    run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
+    names = [n.strip() for n in (data / "splits" / "test.csv").read_text().splitlines()[1:]]
+    assert len(names) >= 2
+    lists = {"all": names, "reversed": names[::-1], "alone": names[-1:]}
+    for key, members in lists.items():
+        (tmp_path / f"{key}.txt").write_text("\n".join(members) + "\n")
+        run_inference(inference_parser("t").parse_args([
+            "--id", "run", "--data_root", str(data), "--ckpt", str(tmp_path), "--list_test", str(tmp_path / f"{key}.txt"),
+            "--output_dir", str(tmp_path / key), *TINY]), "realbinaural")
+    for name in names:
+        first = np.load(tmp_path / "all" / "left" / "test" / f"{name}.npy")
+        assert np.array_equal(first, np.load(tmp_path / "reversed" / "left" / "test" / f"{name}.npy")), name
+    last = names[-1]
+    assert np.array_equal(np.load(tmp_path / "alone" / "right" / "test" / f"{last}.npy"),
+                          np.load(tmp_path / "all" / "right" / "test" / f"{last}.npy"))
+    other = np.load(tmp_path / "all" / "left" / "test" / f"{names[0]}.npy")
+    assert not np.array_equal(other, np.load(tmp_path / "all" / "left" / "test" / f"{last}.npy"))
+
+
+def test_validation_on_several_ranks_counts_every_clip_once(data, tmp_path, monkeypatch):
+    """3 validation clips on 2 ranks: rank 0 takes 2, rank 1 takes 1 (a DistributedSampler would pad rank 1
+    with a repeat, counted twice), and the count-weighted means equal the single-process result exactly."""
+    from DiffBinaural.dataset import build_dataset
+    from DiffBinaural.model import build_diffusion, build_sampler
+    from DiffBinaural.utils import validation
+
+    run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
+    model, cfg = load_stage1(str(tmp_path / "run"))
+    args = _train_args(data, tmp_path)
+    (tmp_path / "val3.txt").write_text("\n".join(
+        [n.strip() for n in (data / "splits" / "train.csv").read_text().splitlines()[1:]][:3]) + "\n")
+    val = build_dataset("realbinaural", args, list_path=str(tmp_path / "val3.txt"), split="val")
+    assert len(val) == 3
+    sampler = build_sampler(build_diffusion(cfg), args)
+
+    def once(batch_size):
+        return validation.validate(model, sampler, val, device=torch.device("cpu"), batch_size=batch_size, seed=0)[0]
+
+    single = once(2)
+    assert once(3) == pytest.approx(single, rel=1e-5)  # nor does the batch size (float rounding aside)
+    shards = []
+    for rank in (0, 1):  # each rank alone, the all-reduce left out: its own sums over its own clips
+        monkeypatch.setattr(validation.du, "get_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(validation.du, "get_world_size", lambda: 2)
+        shards.append(once(2))
+    key = "val/mel_distance" if "val/mel_distance" in single else sorted(single)[0]
+    combined = (2 * shards[0][key] + 1 * shards[1][key]) / 3
+    assert combined == pytest.approx(single[key], rel=1e-6)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from BigVGAN import distributed as du
 from BigVGAN.meldataset import denormalize_mel
@@ -58,20 +57,22 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
     Returns (metrics, vis) where vis holds up to ``num_vis`` dicts of numpy (2, M, F) ``gt``/``pred``
     mels for plotting (this rank's first clips).
     """
-    from DiffBinaural.model import MEL_CHANNELS, batch_inputs, sample_mels
+    from DiffBinaural.model import MEL_CHANNELS, batch_inputs, clip_seed, sample_mels
 
     model.eval()
-    shard = DistributedSampler(dataset, num_replicas=du.get_world_size(), rank=du.get_rank(), shuffle=False)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0,
-                        generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
+    # Rank r takes items r, r + W, r + 2W, ...: every item exactly once over the ranks. (A
+    # DistributedSampler pads the shards by repeating items, which would count those clips twice.)
+    shard = list(range(du.get_rank(), len(dataset), du.get_world_size()))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0)
     has_phase = bool(model.cfg.get("interaural_phase", False))
     sums = torch.zeros(2 * len(KEYS) + 1, dtype=torch.float64, device=device)
     phase_sums = torch.zeros(3, dtype=torch.float64, device=device)  # model error, baseline error, weight
     vis: list[dict] = []
-    for i, batch in enumerate(loader):
+    for batch in loader:
         _, kwargs = batch_inputs(batch, device, target=model.cfg["target"])
-        # one fixed generator per batch position: the same clips get the same noise every validation
-        gen = torch.Generator().manual_seed(seed * 7919 + du.get_rank() * 100_003 + i)
+        # noise seeded by each clip's name: the same clips get the same noise every validation, on
+        # any number of ranks, with any batch size
+        gen = [torch.Generator().manual_seed(clip_seed(seed, name)) for name in batch["name"]]
         out = sample_mels(model, sampler, kwargs, generator=gen)
         pred = denormalize_mel(out[:, :MEL_CHANNELS])
         if has_phase:
