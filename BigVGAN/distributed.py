@@ -8,6 +8,9 @@ How a run starts (:func:`launch`):
 * otherwise: one process, no process group at all.
 
 The backend is NCCL when CUDA is present and gloo otherwise, so a test can run 2 CPU workers.
+``DIFFBINAURAL_DIST_BACKEND=gloo`` forces gloo, which also lets N workers share fewer GPUs (rank r
+uses GPU ``r % device_count``; NCCL refuses two ranks on one GPU): ``bench/gpu_check.sh`` runs its
+2-process check that way on a one-GPU machine.
 Only rank 0 writes files and logs; losses are all-reduced before they are logged.
 """
 
@@ -33,6 +36,7 @@ from binaural_core.audio import BadInputError
 # A worker that waits longer than this for its peers (one died, a collective hangs) raises instead
 # of blocking forever; mp.spawn then terminates the remaining workers.
 DEFAULT_TIMEOUT_S = int(os.environ.get("DIFFBINAURAL_DIST_TIMEOUT", "300"))
+BACKEND_ENV = "DIFFBINAURAL_DIST_BACKEND"  # "gloo" or "nccl"; default: nccl with CUDA, else gloo
 BAD_INPUT_EXIT = 2  # a spawned worker's exit code for "BadInputError, reported in report_dir"
 SHUTDOWN_GRACE_S = 5  # after one worker fails: wait, SIGTERM the others, wait, SIGKILL (torch's default: 30 s)
 
@@ -52,8 +56,9 @@ def launch(worker: Callable[[Any], None], args: Any, *, num_gpus: int) -> None:
     if under_torchrun() or num_gpus <= 1:
         worker(args)
         return
-    if torch.cuda.is_available() and torch.cuda.device_count() < num_gpus:
-        raise ValueError(f"--num_gpus {num_gpus} but only {torch.cuda.device_count()} CUDA device(s) visible")
+    if torch.cuda.is_available() and torch.cuda.device_count() < num_gpus and backend() != "gloo":
+        raise ValueError(f"--num_gpus {num_gpus} but only {torch.cuda.device_count()} CUDA device(s) visible "
+                         f"(NCCL needs one GPU per rank; {BACKEND_ENV}=gloo shares them)")
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(_free_port())
     os.environ["WORLD_SIZE"] = str(num_gpus)
@@ -87,19 +92,28 @@ def _spawned(local_rank: int, worker: Callable[[Any], None], args: Any, world_si
         sys.exit(BAD_INPUT_EXIT)
 
 
+def backend() -> str:
+    """The process-group backend: ``$DIFFBINAURAL_DIST_BACKEND``, else NCCL with CUDA and gloo without."""
+    chosen = os.environ.get(BACKEND_ENV) or ("nccl" if torch.cuda.is_available() else "gloo")
+    if chosen not in ("nccl", "gloo"):
+        raise BadInputError(None, f"{BACKEND_ENV}={chosen!r}: expected nccl or gloo")
+    return chosen
+
+
 def setup(*, timeout_s: int = DEFAULT_TIMEOUT_S) -> torch.device:
     """Join the process group when there is one; return this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
+        name = backend()
         dist.init_process_group(
-            backend="nccl" if cuda else "gloo",
+            backend=name,
             timeout=datetime.timedelta(seconds=timeout_s),
-            device_id=device if cuda else None,
+            device_id=device if name == "nccl" else None,
         )
     return device
 

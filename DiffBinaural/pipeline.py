@@ -119,7 +119,8 @@ def binauralize(args) -> str:
              args.stage1, "yes" if cfg["interaural_phase"] else "no", args.renderer, device)
     work = tempfile.mkdtemp(prefix="binauralize_")  # only for the frames of a --video
     try:
-        frames = open_visual_source(work, name="clip", num_samples=num_samples, sr=sr, fps=cfg["fps"],
+        name = os.path.basename(os.path.normpath(args.video or args.frames))  # names the clip in box errors
+        frames = open_visual_source(work, name=name, num_samples=num_samples, sr=sr, fps=cfg["fps"],
                                     max_sources=cfg["max_sources"], video=args.video, frames_dir=args.frames,
                                     boxes_csv=args.boxes)
         # the mels cover every input sample: the mono is padded at the end to whole hops (reflection)

@@ -341,17 +341,18 @@ def _csv_without_name(root):
     return str(path), "no 'name' column"
 
 
-def _detection_outside(root):
+def _detection_not_a_number(root):
+    # (a box outside the image is no longer an error: it is dropped and counted, tests/test_datasets.py)
     path = root / layout.RB_DETECTIONS
     with open(path, "a") as f:
-        f.write(f"{BAD_CLIP},1,200,10,230,40,0.9\n")  # the frames are 96 x 54
-    return str(path), "outside the 96x54 image"
+        f.write(f"{BAD_CLIP},1,10,10,n/a,40,0.9\n")
+    return str(path), "a value is missing or not a number"
 
 
 TRAIN_CASES = {
     "missing_wav": _missing_wav, "empty_wav": _empty_wav, "one_channel_binaural": _one_channel,
     "binaural_44100Hz": _rate_44100, "shorter_than_a_crop": _too_short, "empty_frames_folder": _empty_frames,
-    "csv_without_name_column": _csv_without_name, "detection_outside_image": _detection_outside,
+    "csv_without_name_column": _csv_without_name, "detection_not_a_number": _detection_not_a_number,
 }
 
 

@@ -63,7 +63,8 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
     # Rank r takes items r, r + W, r + 2W, ...: every item exactly once over the ranks. (A
     # DistributedSampler pads the shards by repeating items, which would count those clips twice.)
     shard = list(range(du.get_rank(), len(dataset), du.get_world_size()))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=0,
+                        generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
     has_phase = bool(model.cfg.get("interaural_phase", False))
     sums = torch.zeros(2 * len(KEYS) + 1, dtype=torch.float64, device=device)
     phase_sums = torch.zeros(3, dtype=torch.float64, device=device)  # model error, baseline error, weight
