@@ -373,6 +373,7 @@ def train_worker(args, train_pred_dirs, val_pred_dirs, schedule) -> None:
     try:
         VocoderTrainer(args, train_pred_dirs=train_pred_dirs, val_pred_dirs=val_pred_dirs, schedule=schedule,
                        device=device).fit()
+        du.barrier()  # every rank is done before any tears the process group down
     finally:
         du.cleanup()
 

@@ -329,6 +329,7 @@ def train_worker(args, dataset_kind: str) -> None:
     device = du.setup()
     try:
         Stage1Trainer(args, dataset_kind=dataset_kind, device=device).fit()
+        du.barrier()  # every rank is done before any tears the process group down
     finally:
         du.cleanup()
 
