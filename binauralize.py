@@ -15,7 +15,7 @@ index); without it the whole frame is the visual input. Any length, any input ra
 
 import argparse
 
-from BigVGAN.inference import add_speed_flags
+from BigVGAN.vocode import add_speed_flags
 from binaural_core.audio import cli_main
 from DiffBinaural.pipeline import RENDERERS, binauralize
 from DiffBinaural.renderer import MODES

@@ -55,7 +55,7 @@ class AttrDict(dict):
 
 def load_config(path: str | os.PathLike) -> AttrDict:
     """Read a BigVGAN JSON config; a missing required key is one line naming the file and the key."""
-    from BigVGAN.meldataset import read_json
+    from binaural_core.mel import read_json
 
     h = AttrDict(read_json(path))
     missing = [k for k in REQUIRED_KEYS if k not in h]
@@ -212,7 +212,7 @@ class BigVGAN(nn.Module):
     def from_pretrained(cls, path: str, *, map_location: str | torch.device = "cpu") -> BigVGAN:
         """Load a LOCAL folder holding ``config.json`` + ``bigvgan_generator.pt`` (an HF snapshot
         downloaded beforehand), or a generator file with ``config.json`` beside it. No downloads."""
-        from BigVGAN.checkpoint import safe_load
+        from binaural_core.checkpoint import safe_load
 
         folder, file = (path, os.path.join(path, "bigvgan_generator.pt")) if os.path.isdir(path) else (
             os.path.dirname(os.path.abspath(path)), path)
@@ -228,7 +228,7 @@ class BigVGAN(nn.Module):
 
     def save_pretrained(self, folder: str) -> None:
         """Write ``config.json`` and ``bigvgan_generator.pt`` (NVIDIA's layout)."""
-        from BigVGAN.checkpoint import atomic_save, atomic_write_text
+        from binaural_core.checkpoint import atomic_save, atomic_write_text
 
         atomic_save({"generator": self.state_dict()}, os.path.join(folder, "bigvgan_generator.pt"))
         atomic_write_text(json.dumps(dict(self.h), indent=2) + "\n", os.path.join(folder, "config.json"))

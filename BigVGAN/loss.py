@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from BigVGAN.meldataset import MelConfig, mel_spectrogram
+from binaural_core.mel import MelConfig, mel_spectrogram
 
 # --------------------------------------------------------------------------------------------------
 # Adversarial and feature-matching losses (LSGAN, Mao et al. 2017; HiFi-GAN)

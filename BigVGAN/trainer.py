@@ -10,7 +10,7 @@ Checkpoints keep NVIDIA's format in ``--checkpoint_path``: ``g_{step:08d}`` = ``
 and ``do_{step:08d}`` = discriminators + optimizers + schedulers + steps + epoch, written atomically
 by rank 0; the newest complete pair is resumed automatically, at the batch of the epoch where it was
 saved (``batch_in_epoch``), so a killed run continues exactly. The config is copied to
-``config.json`` beside them. Same process model as Stage 1 (:mod:`BigVGAN.distributed`).
+``config.json`` beside them. Same process model as Stage 1 (:mod:`binaural_core.distributed`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from BigVGAN import distributed as du
-from BigVGAN.checkpoint import atomic_save, atomic_write_text, safe_load, scan_checkpoint
-from BigVGAN.meldataset import BinauralMelDataset, MelConfig, mel_spectrogram, scheduled_probability
+from BigVGAN.meldataset import BinauralMelDataset, scheduled_probability
+from binaural_core import distributed as du
 from binaural_core.audio import BadInputError
+from binaural_core.checkpoint import atomic_save, atomic_write_text, safe_load, scan_checkpoint
+from binaural_core.mel import MelConfig, mel_spectrogram
 from binaural_core.splits import read_split_list
 
 log = logging.getLogger("BigVGAN")
@@ -39,7 +40,7 @@ DEFAULT_SCHEDULE = "10:0 30:0.5 60:0.9 60:1.0"  # the original's p(epoch), see s
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
     """Flags of both vocoder scripts (DESIGN.md "Command lines")."""
-    from BigVGAN.meldataset import DEFAULT_CONFIG
+    from binaural_core.mel import DEFAULT_CONFIG
 
     p.add_argument("--config", default=DEFAULT_CONFIG, help="BigVGAN JSON config (also the mel parameters)")
     p.add_argument("--audio_dir", required=True, help="ground-truth stereo wavs {name}.wav (channel 0 = left)")

@@ -48,8 +48,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from BigVGAN.meldataset import DEFAULT_CONFIG, MelConfig
 from binaural_core.audio import BadInputError, cli_main, mono_from_binaural, read_wav
+from binaural_core.mel import DEFAULT_CONFIG, MelConfig
 from DiffBinaural.utils.metrics import (
     FAIRPLAY_SR,
     HIGHER_IS_BETTER,

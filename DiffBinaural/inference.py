@@ -13,27 +13,30 @@ Mel directory::
     {dir}/left/{split}/{name}.npy    float32 (n_mels, T) natural-log mel, T = samples // hop
     {dir}/right/{split}/{name}.npy
     {dir}/phase/{split}/{name}.npy   with --interaural_phase: float32 (2, n_mels, T) phase channels
-                                     (BigVGAN.interaural: Re, Im of the interaural coherence per band)
+                                     (binaural_core.interaural: Re, Im of the interaural coherence per band)
     {dir}/meta.json                  format version, mel parameters, checkpoint, sampler, steps, seed,
                                      and "phase" (channels, definition) when the phase dir is written
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 
-import numpy as np
 import torch
 
-from BigVGAN.checkpoint import atomic_write_text
-from BigVGAN.meldataset import MelConfig, denormalize_mel, normalize_mel
-from binaural_core.audio import CHANNEL_NAMES, BadInputError
-from DiffBinaural.model import MEL_CHANNELS, Stage1Model, clip_seed, sample_mels
+from binaural_core.audio import BadInputError
+from binaural_core.mel import MelConfig
+from binaural_core.mel_dir import PHASE_SUBDIR, write_clip, write_meta
+from DiffBinaural.model import (
+    MEL_CHANNELS,
+    Stage1Model,
+    clip_seed,
+    denormalize_mel,
+    normalize_mel,
+    sample_mels,
+)
 from DiffBinaural.utils.overlap_add import crossfade_weights, overlap_add, pad_frames, window_starts
 
-MEL_DIR_FORMAT_VERSION = 1
 SAMPLE_SEED_STRIDE = 104_729  # seed offset of the j-th averaged sample (a prime, away from window offsets)
 
 
@@ -103,63 +106,6 @@ def generate_clip(
     return torch.cat([denormalize_mel(x[:MEL_CHANNELS]), x[MEL_CHANNELS:]])
 
 
-PHASE_SUBDIR = "phase"
-
-
-def mel_dir_paths(out_dir: str, split: str, name: str) -> list[str]:
-    """``[left path, right path, phase path]`` of one clip in a mel directory."""
-    return [os.path.join(out_dir, ch, split, f"{name}.npy") for ch in (*CHANNEL_NAMES, PHASE_SUBDIR)]
-
-
-def save_clip_mels(out_dir: str, split: str, name: str, mel: np.ndarray) -> None:
-    """Write (2, M, T) as left/right ``.npy``, and channels 2-3 of a (4, M, T) array as the (2, M, T)
-    phase file (temp + rename, so a killed run leaves no half file)."""
-    left, right, phase = mel_dir_paths(out_dir, split, name)
-    for path, m in ((left, mel[0]), (right, mel[1]), (phase, mel[MEL_CHANNELS:] if mel.shape[0] > MEL_CHANNELS else None)):
-        if m is None:
-            continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}.npy"
-        np.save(tmp, np.ascontiguousarray(m, dtype=np.float32))
-        os.replace(tmp, path)
-
-
-def write_meta(out_dir: str, *, mel_cfg: MelConfig, split: str, names: list[str], phase: bool = False,
-               **info) -> None:
-    """``meta.json``: what a reader needs to trust the mels (written last: its presence = complete)."""
-    from BigVGAN.interaural import PHASE_CHANNELS, PHASE_DEFINITION
-
-    meta = {"format_version": MEL_DIR_FORMAT_VERSION, "mel": mel_cfg.to_dict(), "split": split,
-            "num_clips": len(names), "git_commit": _git_commit(), **info}
-    if phase:
-        meta["phase"] = {"dir": PHASE_SUBDIR, "shape": ["channel", "n_mels", "frames"],
-                         "channels": list(PHASE_CHANNELS), "definition": PHASE_DEFINITION}
-    atomic_write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", os.path.join(out_dir, "meta.json"))
-
-
-def read_meta(mel_dir: str, mel_cfg: MelConfig) -> dict:
-    """Read a mel dir's meta.json and refuse it if its mel parameters differ from ``mel_cfg``."""
-    from BigVGAN.meldataset import read_json
-
-    path = os.path.join(mel_dir, "meta.json")
-    meta = read_json(path)
-    if "mel" not in meta:
-        raise BadInputError(path, "no 'mel' parameters: not a DiffBinaural mel directory")
-    problem = mel_cfg.mismatch(meta["mel"])
-    if problem:
-        raise BadInputError(path, f"mel parameters differ from the expected ones: {problem}")
-    return meta
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def run_inference(args, dataset_kind: str) -> None:
     """What ``test_realBinaural.py`` / ``test_fairplay.py`` do: write the mel dir of ``--list_test``.
 
@@ -221,7 +167,7 @@ def run_inference(args, dataset_kind: str) -> None:
             mel = generate_clip(model, sampler, mono_mel=item["mono_mel"], visual_fn=visual_fn,
                                 window=cfg["segment_frames"], hop=args.window_hop, batch_windows=args.window_batch,
                                 seed=clip_seed(args.seed, item["name"]), device=device, num_samples=args.num_samples)
-        save_clip_mels(args.output_dir, args.split, item["name"], mel.numpy())
+        write_clip(args.output_dir, args.split, item["name"], mel.numpy())
         names.append(item["name"])
     write_meta(args.output_dir, mel_cfg=mel_cfg, split=args.split, names=names, phase=with_phase, **info)
     log.info("wrote %d clip(s) to %s", len(names), args.output_dir)

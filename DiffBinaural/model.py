@@ -13,9 +13,8 @@ import os
 import torch
 from torch import nn
 
-from BigVGAN.checkpoint import safe_load
-from BigVGAN.interaural import PHASE_CHANNELS as INTERAURAL_CHANNELS
-from BigVGAN.meldataset import normalize_mel
+from binaural_core.checkpoint import safe_load
+from binaural_core.interaural import PHASE_CHANNELS as INTERAURAL_CHANNELS
 from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler
 from DiffBinaural.modules.unet import UNet, UNetConfig
 from DiffBinaural.modules.visual_encoder import VisualEncoder
@@ -110,6 +109,23 @@ def build_sampler(diffusion: GaussianDiffusion, args) -> Sampler:
     """Sampler from the run options ``--sampler --steps --eta --guidance_scale``."""
     return Sampler(diffusion=diffusion, kind=args.sampler, num_inference_steps=args.steps, eta=args.eta,
                    guidance_scale=args.guidance_scale)
+
+
+# Stage 1 maps ln-mels from this window linearly to [-1, 1] (the original DiffBinaural's clamp window).
+NORM_MIN = -12.0
+NORM_MAX = 2.5
+
+
+def normalize_mel(log_mel: torch.Tensor) -> torch.Tensor:
+    """ln-mel → [-1, 1]: clamp to [NORM_MIN, NORM_MAX], then map that window linearly."""
+    x = torch.clamp(log_mel, NORM_MIN, NORM_MAX)
+    return 2.0 * (x - NORM_MIN) / (NORM_MAX - NORM_MIN) - 1.0
+
+
+def denormalize_mel(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize_mel` on [-1, 1] (values outside are clamped first)."""
+    x = torch.clamp(x, -1.0, 1.0)
+    return (x + 1.0) * 0.5 * (NORM_MAX - NORM_MIN) + NORM_MIN
 
 
 def batch_inputs(batch: dict, device: torch.device, *, target: str, phase: bool = False) -> tuple[torch.Tensor, dict]:

@@ -62,7 +62,7 @@ def open_visual_source(work: str, *, name: str, num_samples: int, sr: int, fps: 
     Boxes that reach past the image are clipped and boxes outside it dropped, counted in one line.
     """
     if video is not None:
-        from DiffBinaural.prepare_frames import extract_frames
+        from DiffBinaural.utils.video import extract_frames
 
         frames_dir = os.path.join(work, "frames")
         extract_frames(video, frames_dir, fps, max_side=640)
@@ -90,7 +90,7 @@ def binauralize(args) -> str:
     """Run the whole pipeline for the flags of ``binauralize.py``; returns the output path."""
     from types import SimpleNamespace
 
-    from BigVGAN.meldataset import MelConfig, mel_spectrogram
+    from binaural_core.mel import MelConfig, mel_spectrogram
     from DiffBinaural.inference import generate_clip
     from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
 
@@ -103,7 +103,7 @@ def binauralize(args) -> str:
     mel_cfg = MelConfig.from_dict(cfg["mel"], source=args.stage1)
     generator = None
     if args.renderer == "vocoder":
-        from BigVGAN.inference import load_generator
+        from BigVGAN.vocode import load_generator
 
         if not args.vocoder:
             raise BadInputError(None, "--renderer vocoder needs --vocoder G_CKPT")
@@ -182,8 +182,8 @@ def _vocode_piece(stage1, generator, mel_cfg, f0: int, f1: int, total: int, chun
     reach IPD_CONTEXT_FRAMES beyond the piece, and chunks are the whole clip's, so pieces stay seamless)."""
     import math
 
-    from BigVGAN.inference import CONTEXT_FRAMES, iter_vocode
-    from BigVGAN.interaural import IPD_CONTEXT_FRAMES, impose_ipd
+    from BigVGAN.vocode import CONTEXT_FRAMES, iter_vocode
+    from binaural_core.interaural import IPD_CONTEXT_FRAMES, impose_ipd
 
     hop = mel_cfg.hop_size
     extra = chunk * math.ceil(IPD_CONTEXT_FRAMES / chunk) if phase else 0  # whole chunks on each side

@@ -15,17 +15,15 @@ interrupted run never leaves a folder that looks finished; re-running skips clip
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
 from binaural_core.audio import BadInputError, cli_main, save_wav
-from DiffBinaural.dataset.layout import FPS, frame_path
-from DiffBinaural.utils.video import clip_name, decode_audio, iter_frames_at_fps, list_videos
+from DiffBinaural.dataset.layout import FPS
+from DiffBinaural.utils.video import clip_name, decode_audio, extract_frames, list_videos
 
 
 @dataclass
@@ -42,34 +40,6 @@ class FramesSummary:
             f"prepare_frames: {self.written} clip(s) written ({self.frames} frames), "
             f"{self.present} already present, {len(self.bad)} skipped as bad"
         )
-
-
-def extract_frames(
-    video: str, out_dir: str, fps: float = FPS, *, max_side: int | None = None, quality: int = 95
-) -> int:
-    """Write the frames of ``video`` to ``out_dir/{index:06d}.jpg`` atomically; return how many.
-
-    Any existing ``out_dir`` is replaced, but only once the new frames are complete.
-    """
-    parent, base = os.path.split(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    # Temp folders of killed runs are hidden (dot) and never match a clip name; clear this clip's.
-    for stale in glob.glob(os.path.join(parent, f".{glob.escape(base)}.tmp*")):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = os.path.join(parent, f".{base}.tmp{os.getpid()}")
-    os.makedirs(tmp)
-    try:
-        count = 0
-        for index, image in iter_frames_at_fps(video, fps, max_side=max_side):
-            image.save(frame_path(tmp, index), format="JPEG", quality=quality)
-            count = index
-        if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return count
 
 
 def prepare_frames(

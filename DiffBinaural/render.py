@@ -21,10 +21,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from BigVGAN.interaural import load_phase_file
-from BigVGAN.meldataset import MelConfig, load_mel_file
 from binaural_core.audio import BadInputError, cli_main, load_wav, save_wav
-from DiffBinaural.inference import PHASE_SUBDIR, read_meta
+from binaural_core.mel import MelConfig
+from binaural_core.mel_dir import PHASE_SUBDIR, load_mel_file, load_phase_file, read_meta
 from DiffBinaural.renderer import MODES, render
 
 log = logging.getLogger("DiffBinaural")

@@ -3,21 +3,21 @@
 Every strong mono→binaural system keeps the mono's own waveform and phase and only *modifies* it per
 time–frequency bin (Mono2Binaural / CCStereo: a complex mask on the mono STFT). This renderer does the
 same with what Stage 1 predicts, on the mel space's own STFT grid (frame ``k`` = mel frame ``k``,
-:func:`BigVGAN.meldataset.stft`):
+:func:`binaural_core.mel.stft`):
 
 1. **Gains** ``a_L, a_R`` per bin, relative to the mono: the predicted ln-mels minus the mono's ln-mel
    are log magnitude ratios per band; they are mapped from bands to bins *in the log domain* by linear
-   interpolation between band centres (:func:`BigVGAN.meldataset.bands_to_bins`; the normalised
+   interpolation between band centres (:func:`binaural_core.mel.bands_to_bins`; the normalised
    transposed Slaney filterbank is the same map to within the 4 % height difference of neighbouring
    filters, and measured the same to three decimals, so it is not offered), clamped to
    [:data:`MIN_GAIN_DB`, :data:`MAX_GAIN_DB`] so that a band where the mono is near silence cannot be
    amplified into noise, and exponentiated.
 2. **Interaural phase** ``Δ`` per bin from the predicted phase channels
-   (:func:`BigVGAN.interaural.band_ipd_to_bins`), or 0 when the model predicts none.
+   (:func:`binaural_core.interaural.band_ipd_to_bins`), or 0 when the model predicts none.
 3. **Left/right spectra**, by one of :data:`MODES`:
 
    * ``"free"`` (default): ``L̂ = a_L M e^{jα_L}``, ``R̂ = a_R M e^{jα_R}`` with the phase split of
-     :func:`BigVGAN.interaural.split_phase` (``α_L − α_R = Δ``, the pair keeps the mono's phase).
+     :func:`binaural_core.interaural.split_phase` (``α_L − α_R = Δ``, the pair keeps the mono's phase).
      Each ear has its predicted level; ``L̂ + R̂ = 2M`` only holds where the prediction is exact.
    * ``"sum"``: ``L̂ + R̂ = 2M`` enforced: with ``z = (a_L / a_R) e^{jΔ}`` (only the predicted ILD and
      IPD are used), ``L̂ = 2M z / (1 + z)`` and ``R̂ = 2M / (1 + z)``, both gains bounded by
@@ -26,7 +26,7 @@ same with what Stage 1 predicts, on the mel space's own STFT grid (frame ``k`` =
 
    For a mono down-mix ``M = (L + R) / 2``, per-bin ideal gains and IPDs make ``"free"`` and ``"sum"``
    reproduce ``L`` and ``R`` exactly (tested); they differ in how prediction errors show.
-4. **Waveform** by least-squares overlap-add (:func:`BigVGAN.meldataset.istft`), cut to the mono's length.
+4. **Waveform** by least-squares overlap-add (:func:`binaural_core.mel.istft`), cut to the mono's length.
 
 Which mode is better was measured on the synthetic test split (``README.md``, "Mono
 renderer and interaural phase"); the default is the winner.
@@ -38,8 +38,9 @@ import math
 
 import torch
 
-from BigVGAN.interaural import band_ipd_to_bins, split_phase
-from BigVGAN.meldataset import (
+from binaural_core.audio import LEFT, RIGHT
+from binaural_core.interaural import band_ipd_to_bins, split_phase
+from binaural_core.mel import (
     MelConfig,
     bands_to_bins,
     istft,
@@ -48,7 +49,6 @@ from BigVGAN.meldataset import (
     spectral_magnitude,
     stft,
 )
-from binaural_core.audio import LEFT, RIGHT
 
 MODES = ("free", "sum", "symmetric")
 MAX_GAIN_DB = 9.0  # a coherent ear is at most 2x (6 dB) the down-mix; 3 dB more for reverb and several sources

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from BigVGAN.meldataset import MelConfig, mel_numpy, read_json
 from binaural_core.audio import LEFT, RIGHT, BadInputError, cli_main, load_wav
+from binaural_core.mel import MelConfig, mel_numpy, read_json
 from DiffBinaural.utils.metrics import frame_times, ild_series, itd_series
 from DiffBinaural.utils.validation import mel_figure
 

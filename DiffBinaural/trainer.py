@@ -1,7 +1,8 @@
 """The Stage 1 training loop, shared by ``train_realBinaural.py`` and ``train_fairplay.py``.
 
-One loop for CPU, one GPU, N local GPUs (``--num_gpus``) and torchrun across nodes
-(:mod:`BigVGAN.distributed`). Rank 0 alone writes; losses are all-reduced before logging.
+One loop for CPU, one GPU, N local GPUs (``--num_gpus``) and torchrun across nodes: the shared
+runtime (:mod:`binaural_core.runtime`: launch, exact resume, epoch/step bookkeeping, non-finite guard,
+rank-0 logging). Rank 0 alone writes; losses are all-reduced before logging.
 
 Files in ``{ckpt}/{id}/``::
 
@@ -19,19 +20,19 @@ complete files. ``--resume`` restarts from ``state_latest.pth`` at the exact bat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Subset
 
-from BigVGAN import distributed as du
-from BigVGAN.checkpoint import atomic_save, safe_load
+from binaural_core import distributed as du
+from binaural_core.checkpoint import atomic_save, safe_load
+from binaural_core.runtime import StepTimer, TrainingLoop, run_workers, setup_logging
 from DiffBinaural.dataset import build_dataset
 from DiffBinaural.model import Stage1Model, batch_inputs, build_diffusion, build_sampler
 from DiffBinaural.utils.arguments import load_model_config, model_config, run_dir, save_model_config
@@ -41,40 +42,11 @@ from DiffBinaural.utils.validation import log_validation, validate
 log = logging.getLogger("DiffBinaural")
 
 
-def setup_logging(rank: int, log_file: str | None = None) -> None:
-    """Rank 0 logs to stderr (and a file); other ranks stay quiet (aesthetics §3 F.22)."""
-    log.handlers.clear()
-    log.propagate = False
-    if rank != 0:
-        log.addHandler(logging.NullHandler())
-        return
-    fmt = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
-    for handler in [logging.StreamHandler()] + ([logging.FileHandler(log_file)] if log_file else []):
-        handler.setFormatter(fmt)
-        log.addHandler(handler)
-    log.setLevel(logging.INFO)
-
-
-def _rng_state(gen: torch.Generator) -> dict:
-    """Every RNG the loop draws from, as tensors and numbers (loadable with weights_only=True)."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "diffusion": gen.get_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_state(r: dict, gen: torch.Generator) -> None:
-    torch.set_rng_state(r["torch"].cpu())
-    gen.set_state(r["diffusion"].cpu())
-    n = r["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    if r["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([t.cpu() for t in r["cuda"]])
-
-
-class Stage1Trainer:
-    """Builds data, model, optimizer, EMA and logging from the flags; :meth:`fit` trains."""
+class Stage1Trainer(TrainingLoop):
+    """Builds data, model, optimizer, EMA and logging from the flags; :meth:`fit` (the shared
+    :class:`~binaural_core.runtime.TrainingLoop`) trains. What is Stage 1's own: a step is one
+    diffusion loss over ``grad_accum`` micro-batches; every ``eval_epoch`` epochs the EMA model is
+    validated and its weights saved; ``state_latest.pth`` holds everything to resume."""
 
     def __init__(self, args, *, dataset_kind: str, device: torch.device) -> None:
         self.args, self.device = args, device
@@ -84,7 +56,8 @@ class Stage1Trainer:
         self.state_path = os.path.join(self.dir, "state_latest.pth")
         if self.is_main:
             os.makedirs(self.dir, exist_ok=True)
-        setup_logging(self.rank, os.path.join(self.dir, "train.log") if self.is_main else None)
+        self.log = log
+        setup_logging(log, self.rank, os.path.join(self.dir, "train.log") if self.is_main else None)
 
         cfg_path = os.path.join(self.dir, "config.json")
         self.cfg = model_config(args)
@@ -139,7 +112,10 @@ class Stage1Trainer:
         # The diffusion's t, noise and condition-dropout draws: one generator per rank, saved on resume.
         self.gen = torch.Generator().manual_seed(args.seed * 1009 + self.rank)
 
-        self.epoch = self.step = self.batch_in_epoch = self.nonfinite = 0
+        self.num_epochs, self.max_steps, self.accumulate = args.num_epoch, args.max_steps, args.grad_accum
+        self.max_nonfinite = args.max_nonfinite
+        self.init_position()
+        self.timer = StepTimer()
         self.best = math.inf
         self.writer = None
         if self.is_main:
@@ -172,7 +148,7 @@ class Stage1Trainer:
         for i, batch in enumerate(micro_batches):
             x0, kwargs = batch_inputs(batch, self.device, target=self.cfg["target"], phase=self.cfg["interaural_phase"])
             sync = i == len(micro_batches) - 1 or self.world == 1
-            ctx = self.ddp.no_sync() if not sync else _nullcontext()
+            ctx = self.ddp.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                      enabled=self.amp_dtype is not None):
                 out = self.diffusion.training_losses(self.ddp, x0, model_kwargs=kwargs, generator=self.gen)
@@ -185,16 +161,8 @@ class Stage1Trainer:
         self.scaler.unscale_(self.opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.args.grad_clip)
         finite = du.all_ranks_finite(totals["loss"], grad_norm, device=self.device)
-        if not finite and self.amp_dtype != torch.float16:
-            self.opt.zero_grad(set_to_none=True)
-            self.nonfinite += 1
-            log.warning("non-finite loss or gradient at epoch %d step %d: step skipped (%d in a row)",
-                        self.epoch, self.step, self.nonfinite)
-            if self.writer:
-                self.writer.add_scalar("train/nonfinite_skips", self.nonfinite, self.step)
-            if self.nonfinite > self.args.max_nonfinite:
-                raise RuntimeError(f"{self.args.max_nonfinite + 1} non-finite steps in a row at epoch {self.epoch}, "
-                                   f"step {self.step}; last good state is {self.state_path}")
+        if not finite and self.amp_dtype != torch.float16:  # fp16: the grad scaler skips and backs off itself
+            self.skip_nonfinite("loss or gradient", self.state_path, self.opt)
             return None
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -214,51 +182,30 @@ class Stage1Trainer:
                                         "train/lr_unet": self.opt.param_groups[0]["lr"]})
         return scalars
 
-    # --- loop ----------------------------------------------------------------------------------
-    def fit(self) -> None:
-        a = self.args
-        from tqdm import tqdm
+    # --- the loop's hooks (binaural_core.runtime.TrainingLoop.fit runs them) ------------------------
+    def start_epoch(self, epoch: int) -> None:
+        self.train_set.set_epoch(epoch)
 
-        done = a.max_steps > 0 and self.step >= a.max_steps
-        while self.epoch < a.num_epoch and not done:
-            self.sampler.set_epoch(self.epoch)
-            self.train_set.set_epoch(self.epoch)
-            self.sampler.start = self.batch_in_epoch * a.batch_size_per_gpu
-            bar = tqdm(total=self.micro_per_epoch, initial=self.batch_in_epoch, disable=not self.is_main,
-                       desc=f"epoch {self.epoch}", leave=False, dynamic_ncols=True)
-            pending: list[dict] = []
-            t0 = time.time()
-            for batch in self.loader:
-                pending.append(batch)
-                self.batch_in_epoch += 1
-                bar.update(1)
-                if len(pending) < a.grad_accum:
-                    continue
-                scalars = self.train_step(pending)
-                pending = []
-                if scalars is not None:
-                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
-                    if self.step % a.disp_iter == 0 and self.writer:
-                        for k, v in scalars.items():
-                            self.writer.add_scalar(k, v, self.step)
-                        log.info("epoch %d step %d loss %.4f (%.2f s/step)", self.epoch, self.step,
-                                 scalars["train/loss"], (time.time() - t0) / max(1, a.disp_iter))
-                        t0 = time.time()
-                if a.max_steps > 0 and self.step >= a.max_steps:
-                    done = True
-                    break
-                if scalars is not None and a.save_every > 0 and self.step % a.save_every == 0:
-                    self.save_state()
-            bar.close()
-            if not done or self.batch_in_epoch >= self.micro_per_epoch:
-                self.epoch += 1
-                self.batch_in_epoch = 0
-            if done or self.epoch % a.eval_epoch == 0:
-                self.validate_and_save_best()
-            self.save_state()
-        if self.writer:
-            self.writer.close()
-        log.info("done: epoch %d, step %d, best val mel distance %.4f", self.epoch, self.step, self.best)
+    def after_step(self, scalars: dict[str, float]) -> None:
+        a = self.args
+        if self.step % a.disp_iter == 0 and self.writer:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, self.step)
+            log.info("epoch %d step %d loss %.4f (%.2f s/step)", self.epoch, self.step, scalars["train/loss"],
+                     self.timer.per_step(self.step))
+        if a.save_every > 0 and self.step % a.save_every == 0 and not (a.max_steps > 0 and self.step >= a.max_steps):
+            self.save_state()  # (the last step's state is saved at the end of the epoch, after validation)
+
+    def end_epoch(self, done: bool) -> None:
+        if done or self.epoch % self.args.eval_epoch == 0:
+            self.validate_and_save_best()
+        self.save_state()
+
+    def finish(self) -> None:
+        if math.isfinite(self.best):
+            log.info("done: epoch %d, step %d, best val mel distance %.4f", self.epoch, self.step, self.best)
+        else:
+            log.info("done: epoch %d, step %d (not validated)", self.epoch, self.step)
 
     # --- validation and checkpoints -------------------------------------------------------------
     def validate_and_save_best(self) -> dict[str, float]:
@@ -281,18 +228,12 @@ class Stage1Trainer:
     def save_state(self) -> None:
         """Write state_latest.pth (rank 0, atomic) after checking that the DDP replicas agree."""
         du.check_replicas_in_sync(self.model, step=self.step)
-        rng = _rng_state(self.gen)
-        rngs = [None] * self.world
-        if self.world > 1:
-            dist.all_gather_object(rngs, rng)
-        else:
-            rngs = [rng]
+        rngs = self.gather_rng_states({"diffusion": self.gen})
         if self.is_main:
             atomic_save({
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
-                "step": self.step, "batch_in_epoch": self.batch_in_epoch, "best": self.best,
-                "nonfinite": self.nonfinite, "world_size": self.world, "rng": rngs,
+                "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(), **self.position(),
+                "best": self.best, "world_size": self.world, "rng": rngs,
             }, self.state_path)
         du.barrier()
 
@@ -306,36 +247,19 @@ class Stage1Trainer:
         self.opt.load_state_dict(s["opt"])
         self.sched.load_state_dict(s["sched"])
         self.scaler.load_state_dict(s["scaler"])
-        self.epoch, self.step, self.batch_in_epoch = s["epoch"], s["step"], s["batch_in_epoch"]
-        self.best, self.nonfinite = s["best"], s["nonfinite"]
-        if s["world_size"] == self.world:
-            _set_rng_state(s["rng"][self.rank], self.gen)
-        else:
-            log.warning("resuming on %d ranks from a %d-rank run: RNG streams restart", self.world, s["world_size"])
+        self.load_position(s)
+        self.best = s["best"]
+        self.restore_rng_states(s["rng"], s["world_size"], {"diffusion": self.gen})
         log.info("resumed from %s: epoch %d, step %d, batch %d", self.state_path, self.epoch, self.step,
                  self.batch_in_epoch)
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def train_worker(args, dataset_kind: str) -> None:
-    """Entry point of one rank (called by :func:`BigVGAN.distributed.launch`)."""
-    device = du.setup()
-    try:
-        Stage1Trainer(args, dataset_kind=dataset_kind, device=device).fit()
-        du.barrier()  # every rank is done before any tears the process group down
-    finally:
-        du.cleanup()
+def _build(args, device: torch.device, *, dataset_kind: str) -> Stage1Trainer:
+    return Stage1Trainer(args, dataset_kind=dataset_kind, device=device)
 
 
 def run(args, dataset_kind: str) -> None:
-    """What the train scripts call: one process per rank, then :func:`train_worker`."""
+    """What the train scripts call: start the ranks (:func:`binaural_core.runtime.run_workers`) and train."""
     import functools
 
-    du.launch(functools.partial(train_worker, dataset_kind=dataset_kind), args, num_gpus=args.num_gpus)
+    run_workers(functools.partial(_build, dataset_kind=dataset_kind), args, num_gpus=args.num_gpus)

@@ -35,7 +35,7 @@ _WRAP = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
 def tiny_models(work: str) -> tuple[str, str]:
     """A Stage 1 run dir and a vocoder checkpoint with random weights."""
     from BigVGAN.bigvgan import BigVGAN, load_config
-    from BigVGAN.checkpoint import atomic_save
+    from binaural_core.checkpoint import atomic_save
     from DiffBinaural.model import Stage1Model
     from DiffBinaural.utils.arguments import model_config, save_model_config, train_parser
 

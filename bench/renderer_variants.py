@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from common import machine
 
-from BigVGAN.interaural import mels_and_phase
-from BigVGAN.meldataset import MelConfig
 from binaural_core.audio import load_wav
+from binaural_core.interaural import mels_and_phase
+from binaural_core.mel import MelConfig
 from DiffBinaural.evaluate import mono_baseline
 from DiffBinaural.renderer import MODES, render
 from DiffBinaural.utils.metrics import compute_all

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMP_NAME = re.compile(r"\.tmp\d+(\.npy)?$")  # atomic_save / atomic_write_text / save_clip_mels temp files
+TEMP_NAME = re.compile(r"\.tmp\d+(\.npy)?$")  # atomic_save / atomic_write_text / write_clip temp files
 
 
 def env(**extra) -> dict:

@@ -24,9 +24,10 @@ from BigVGAN.loss import (
     silence_aware_mel_loss,
     silence_mask,
 )
-from BigVGAN.meldataset import DEFAULT_CONFIG, BinauralMelDataset, MelConfig, mel_numpy, scheduled_probability
+from BigVGAN.meldataset import BinauralMelDataset, scheduled_probability
 from BigVGAN.packed_conv import Conv1d, ConvTranspose1d, packing_available
 from binaural_core.audio import BadInputError
+from binaural_core.mel import DEFAULT_CONFIG, MelConfig, mel_numpy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF = os.path.join(os.path.dirname(REPO), "shared", "reference")
@@ -314,7 +315,14 @@ def test_vocoder_dataset_refuses_bad_mel_dirs(tmp_path):
     dirs = (str(mels / "left" / "train"), str(mels / "right" / "train"))
     with pytest.raises(BadInputError, match="meta.json: mel parameters differ from the vocoder config: hop_size"):
         BinauralMelDataset(audio_dir=str(audio), cfg=CFG, pred_dirs=dirs)
+    # one reader checks the format version too (tests/test_bigvgan.py is the vocoder's side of it)
+    (mels / "meta.json").write_text(json.dumps({"format_version": 2, "mel": CFG.to_dict()}))
+    with pytest.raises(BadInputError, match=r"meta.json: format_version 2: this code reads mel directories of version 1"):
+        BinauralMelDataset(audio_dir=str(audio), cfg=CFG, pred_dirs=dirs)
     (mels / "meta.json").write_text(json.dumps({"mel": CFG.to_dict()}))
+    with pytest.raises(BadInputError, match=r"format_version None"):
+        BinauralMelDataset(audio_dir=str(audio), cfg=CFG, pred_dirs=dirs)
+    (mels / "meta.json").write_text(json.dumps({"format_version": 1, "mel": CFG.to_dict()}))
     os.remove(mels / "right" / "train" / "c1.npy")
     with pytest.raises(BadInputError, match="left and right mel dirs hold different clips"):
         BinauralMelDataset(audio_dir=str(audio), cfg=CFG, pred_dirs=dirs)

@@ -35,8 +35,8 @@ from BigVGAN.loss import (
     silence_aware_mel_loss,
     silence_mask,
 )
-from BigVGAN.meldataset import DEFAULT_CONFIG, MelConfig, mel_spectrogram
 from binaural_core.audio import BadInputError
+from binaural_core.mel import DEFAULT_CONFIG, MelConfig, mel_spectrogram
 
 SR, HOP = 22050, 256
 V2 = json.load(open(DEFAULT_CONFIG))  # the v2 22 kHz config: MPD + CQTD, multi-scale mel loss

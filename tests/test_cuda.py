@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from BigVGAN.bigvgan import BigVGAN, load_config
-from BigVGAN.meldataset import MelConfig, mel_spectrogram
+from binaural_core.mel import MelConfig, mel_spectrogram
 from DiffBinaural.modules import UNet
 
 pytestmark = [pytest.mark.cuda,

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from BigVGAN.meldataset import MelConfig, mel_spectrogram
 from binaural_core.audio import BadInputError
+from binaural_core.mel import MelConfig, mel_spectrogram
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.base import _item_seed
 from DiffBinaural.dataset.fairplay import FairPlayDataset

@@ -399,8 +399,8 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
 
 def test_iter_vocode_on_frame_ranges_equals_one_call():
     from BigVGAN.bigvgan import BigVGAN, load_config
-    from BigVGAN.inference import iter_vocode, vocode
-    from BigVGAN.meldataset import DEFAULT_CONFIG
+    from BigVGAN.vocode import iter_vocode, vocode
+    from binaural_core.mel import DEFAULT_CONFIG
 
     tiny = os.path.join(os.path.dirname(DEFAULT_CONFIG), "bigvgan_tiny.json")
     g = BigVGAN(load_config(tiny)).eval()

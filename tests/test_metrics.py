@@ -13,8 +13,8 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from BigVGAN.meldataset import MelConfig
 from binaural_core.audio import mono_from_binaural
+from binaural_core.mel import MelConfig
 from DiffBinaural import evaluate
 from DiffBinaural.utils import metrics as M
 

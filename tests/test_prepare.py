@@ -131,7 +131,7 @@ def test_interrupted_extraction_leaves_no_folder(tmp_path, monkeypatch):
         yield 1, Image.new("RGB", (8, 8))
         raise BadInputError(path, "decoding failed halfway")
 
-    monkeypatch.setattr("DiffBinaural.prepare_frames.iter_frames_at_fps", broken)
+    monkeypatch.setattr("DiffBinaural.utils.video.iter_frames_at_fps", broken)
     with pytest.raises(BadInputError, match="halfway"):
         prepare_frames([str(tmp_path / "v.mp4")], str(tmp_path / "frames"))
     assert os.listdir(tmp_path / "frames") == []  # neither the clip folder nor its temp folder

@@ -25,8 +25,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from BigVGAN.checkpoint import safe_load
 from binaural_core.audio import BadInputError
+from binaural_core.checkpoint import safe_load
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.synthetic import generate_dataset
 from DiffBinaural.trainer import Stage1Trainer, run

@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from BigVGAN.interaural import band_ipd_to_bins, impose_ipd, phase_channels, split_phase
-from BigVGAN.meldataset import MelConfig, bin_frequencies, istft, mel_spectrogram, stft
+from binaural_core.interaural import band_ipd_to_bins, impose_ipd, phase_channels, split_phase
+from binaural_core.mel import MelConfig, bin_frequencies, istft, mel_spectrogram, stft
 from DiffBinaural.renderer import MODES, render, render_spectra
 from DiffBinaural.utils.metrics import active_frames, ild_series, itd_series
 
@@ -207,14 +207,14 @@ def test_render_cli_output_and_one_line_errors(tmp_path):
     import subprocess
     import sys
 
-    from DiffBinaural.inference import save_clip_mels, write_meta
+    from binaural_core.mel_dir import write_clip, write_meta
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     mono_dir, mels = tmp_path / "mono", tmp_path / "mels"
     mono_dir.mkdir()
     pair = _delayed_pair(_noise(seconds=1.0), 6, right_gain=0.5)
     sf.write(mono_dir / "a.wav", pair.mean(0).numpy(), SR, subtype="FLOAT")
-    save_clip_mels(str(mels), "test", "a", torch.cat([mel_spectrogram(pair, CFG), phase_channels(pair, CFG)]).numpy())
+    write_clip(str(mels), "test", "a", torch.cat([mel_spectrogram(pair, CFG), phase_channels(pair, CFG)]).numpy())
     write_meta(str(mels), mel_cfg=CFG, split="test", names=["a"], phase=True)
 
     def run(*extra):

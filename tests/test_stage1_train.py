@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from BigVGAN.checkpoint import safe_load
-from BigVGAN.meldataset import MelConfig, mel_numpy
+from binaural_core.checkpoint import safe_load
+from binaural_core.mel import MelConfig, mel_numpy
 from DiffBinaural.dataset.synthetic import generate_dataset
 from DiffBinaural.model import load_stage1
 from DiffBinaural.trainer import run
@@ -185,7 +185,7 @@ def test_fairplay_layout_trains_and_dumps_with_resnet18(tmp_path):
                                                ("residual", "v_prediction")])
 def test_interaural_phase_trains_validates_and_dumps(data, tmp_path, target, prediction):
     """--interaural_phase: 4 diffusion channels, a phase error in validation, a phase dir in the dump."""
-    from BigVGAN.interaural import phase_channels
+    from binaural_core.interaural import phase_channels
     from DiffBinaural.inference import run_inference
     from DiffBinaural.utils.validation import validate
 

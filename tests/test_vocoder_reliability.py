@@ -21,9 +21,9 @@ import soundfile as sf
 import torch
 
 from BigVGAN.bigvgan import BigVGAN, load_config
-from BigVGAN.checkpoint import safe_load, scan_checkpoint
-from BigVGAN.meldataset import MelConfig, mel_numpy
 from BigVGAN.trainer import VocoderTrainer, add_common_args
+from binaural_core.checkpoint import safe_load, scan_checkpoint
+from binaural_core.mel import MelConfig, mel_numpy
 
 SCRIPTS = os.path.join(_proc.REPO, "BigVGAN")
 TINY = os.path.join(SCRIPTS, "configs", "bigvgan_tiny.json")

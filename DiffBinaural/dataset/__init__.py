@@ -11,7 +11,7 @@ def build_dataset(kind: str, args, *, list_path: str, split: str, whole_clip: bo
     ``list_path`` is a split CSV for RealBinaural and a split ``.h5`` for FAIR-Play.
     ``whole_clip`` returns whole clips (inference) instead of ``--segment_frames`` crops.
     """
-    from BigVGAN.meldataset import MelConfig  # lazy: the synthetic generator's workers skip torch
+    from binaural_core.mel import MelConfig
 
     common = dict(
         split=split, mel_cfg=MelConfig.from_json(args.mel_config),

@@ -7,10 +7,10 @@ defines it; ``F`` = mel frames, ``S = F * hop`` samples, ``L`` = ``num_frames``,
     name            str      clip name (RealBinaural: the split CSV's name; FAIR-Play: the wav id)
     start           int      first sample of the crop in the clip at 22050 Hz; a multiple of hop, and
                              mel frame k of the crop is frame start // hop + k of the whole-clip mel
-    mono_mel        (1, n_mels, F)    float32 ln-mel (BigVGAN.meldataset.mel_spectrogram) of mono_audio
+    mono_mel        (1, n_mels, F)    float32 ln-mel (binaural_core.mel.mel_spectrogram) of mono_audio
     binaural_mel    (2, n_mels, F)    float32 ln-mel of binaural_audio, channel 0 = left
     phase           (2, n_mels, F)    float32 interaural phase channels of binaural_audio (Re, Im of
-                                      the band coherence, :mod:`BigVGAN.interaural`), same frames
+                                      the band coherence, :mod:`binaural_core.interaural`), same frames
     mono_audio      (S,)              float32 waveform in [-1, 1]
     binaural_audio  (2, S)            float32 waveform, channel 0 = left
     frames          (L, N, 3, P, P)   float32 RGB in [0, 1], *not* normalised (each visual encoder
@@ -61,9 +61,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from BigVGAN.interaural import mels_and_phase
-from BigVGAN.meldataset import MelConfig
 from binaural_core.audio import LEFT, RIGHT, BadInputError, load_wav, mono_from_binaural
+from binaural_core.interaural import mels_and_phase
+from binaural_core.mel import MelConfig
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.frames import BoxCount, ClipError, ClipFrames, one_line, open_clip_frames
 

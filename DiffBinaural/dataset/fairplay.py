@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from BigVGAN.meldataset import MelConfig
+from binaural_core.mel import MelConfig
 from binaural_core.splits import read_split_list
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.base import ClipDataset

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from BigVGAN.meldataset import MelConfig
+from binaural_core.mel import MelConfig
 from binaural_core.splits import read_split_list
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.base import ClipDataset

@@ -11,8 +11,8 @@ import argparse
 import json
 import os
 
-from BigVGAN.meldataset import DEFAULT_CONFIG, read_json
 from binaural_core.audio import BadInputError
+from binaural_core.mel import DEFAULT_CONFIG, read_json
 from DiffBinaural.dataset.layout import FPS
 
 # Keys of config.json: everything needed to rebuild the networks and the diffusion process.
@@ -75,7 +75,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--p_drop_mono", type=float, default=0.1)
     g.add_argument("--interaural_phase", action=argparse.BooleanOptionalAction, default=False,
                    help="also generate the interaural phase per mel band and frame (2 more channels: the complex "
-                        "interaural coherence, BigVGAN.interaural); the renderers then restore ITD")
+                        "interaural coherence, binaural_core.interaural); the renderers then restore ITD")
 
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", choices=("ddim", "dpmsolver++"), default="ddim")
@@ -142,7 +142,7 @@ def inference_parser(description: str) -> argparse.ArgumentParser:
 
 def model_config(args: argparse.Namespace) -> dict:
     """The part of the flags that defines the model, with the mel parameters resolved."""
-    from BigVGAN.meldataset import MelConfig
+    from binaural_core.mel import MelConfig
     from DiffBinaural.modules.visual_encoder import DEFAULT_PRETRAINED
 
     cfg = {k: getattr(args, k) for k in MODEL_KEYS if k != "mel"}
@@ -167,7 +167,7 @@ def load_model_config(path: str) -> dict:
 
 
 def save_model_config(cfg: dict, path: str) -> None:
-    from BigVGAN.checkpoint import atomic_write_text
+    from binaural_core.checkpoint import atomic_write_text
 
     atomic_write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", path)
 

@@ -41,8 +41,8 @@ import pesq as pesq_lib
 import scipy.signal
 import torch
 
-from BigVGAN.meldataset import DEFAULT_CONFIG, MelConfig, mel_numpy
 from binaural_core.audio import LEFT, RIGHT, resample
+from binaural_core.mel import DEFAULT_CONFIG, MelConfig, mel_numpy
 
 SR = 22050
 FAIRPLAY_SR = 16000  # FAIR-Play / PseudoBinaural / CCStereo evaluate 16 kHz clips

@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from BigVGAN import distributed as du
-from BigVGAN.meldataset import denormalize_mel
+from binaural_core import distributed as du
 from binaural_core.audio import LEFT, RIGHT
+from DiffBinaural.model import denormalize_mel
 
 KEYS = ("mel_distance_left", "mel_distance_right", "mel_distance", "diff_distance")
 PHASE_KEYS = ("phase_error",)

@@ -14,14 +14,16 @@ Every decoding failure becomes a one-line :class:`~binaural_core.audio.BadInputE
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
 
 from binaural_core.audio import BadInputError, resample
-from DiffBinaural.dataset.layout import FPS
+from DiffBinaural.dataset.layout import FPS, frame_path
 
 VIDEO_EXTENSIONS = (
     ".mp4",
@@ -209,3 +211,31 @@ def list_videos(inputs: list[str]) -> list[str]:
 def clip_name(path: str) -> str:
     """Clip name of a video: its basename without the extension."""
     return os.path.splitext(os.path.basename(path))[0]
+
+
+def extract_frames(
+    video: str, out_dir: str, fps: float = FPS, *, max_side: int | None = None, quality: int = 95
+) -> int:
+    """Write the frames of ``video`` to ``out_dir/{index:06d}.jpg`` atomically; return how many.
+
+    Any existing ``out_dir`` is replaced, but only once the new frames are complete.
+    """
+    parent, base = os.path.split(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    # Temp folders of killed runs are hidden (dot) and never match a clip name; clear this clip's.
+    for stale in glob.glob(os.path.join(parent, f".{glob.escape(base)}.tmp*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = os.path.join(parent, f".{base}.tmp{os.getpid()}")
+    os.makedirs(tmp)
+    try:
+        count = 0
+        for index, image in iter_frames_at_fps(video, fps, max_side=max_side):
+            image.save(frame_path(tmp, index), format="JPEG", quality=quality)
+            count = index
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return count

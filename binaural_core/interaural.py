@@ -2,7 +2,7 @@
 
 **Phase channels** (what ``test_*.py`` writes to ``{mel_dir}/phase/{split}/{name}.npy``): per mel band
 ``b`` and frame ``k`` the complex *interaural coherence* of the left/right STFTs ``L``, ``R`` on the mel
-grid (:func:`BigVGAN.meldataset.stft`), weighted by the band's mel filter ``w_b``::
+grid (:func:`binaural_core.mel.stft`), weighted by the band's mel filter ``w_b``::
 
     γ_b(k) = Σ_f w_b(f) L(f, k) R*(f, k) / (sqrt(Σ_f w_b |L|² · Σ_f w_b |R|²) + ε)
 
@@ -32,12 +32,11 @@ This module belongs to neither stage: the renderer (``DiffBinaural.renderer``) a
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 import torch
 
-from BigVGAN.meldataset import (
+from binaural_core.mel import (
     MEL_BLOCK_FRAMES,
     MelConfig,
     band_centers,
@@ -47,11 +46,9 @@ from BigVGAN.meldataset import (
     istft,
     mel_from_magnitude,
     num_stft_frames,
-    read_npy,
     spectral_magnitude,
     stft,
 )
-from binaural_core.audio import BadInputError
 
 PHASE_CHANNELS = ("coherence_real", "coherence_imag")  # meta.json "phase.channels"
 PHASE_DEFINITION = ("complex interaural coherence per mel band and frame: sum_f w_b L conj(R) / "
@@ -165,18 +162,3 @@ def _impose_ipd_span(wav: torch.Tensor, phase: torch.Tensor, cfg: MelConfig, *, 
     alpha_l, alpha_r = split_phase(mag[0], mag[1], ipd)
     out = torch.stack([mag[0] * torch.exp(1j * (ref + alpha_l)), mag[1] * torch.exp(1j * (ref + alpha_r))])
     return istft(out, cfg, length=s1 - s0, frame_offset=k0, start=s0)
-
-
-def load_phase_file(path: str, cfg: MelConfig, *, frames: int | None = None) -> np.ndarray:
-    """A ``(2, num_mels, T)`` float32 phase-channel ``.npy``; a missing, broken or misshapen file is one
-    line (``frames``: the T it must have)."""
-    if not os.path.isfile(path):
-        raise BadInputError(path, "phase file not found")
-    phase = read_npy(path)
-    if phase.ndim != 3 or phase.shape[:2] != (len(PHASE_CHANNELS), cfg.num_mels):
-        raise BadInputError(path, f"expected ({len(PHASE_CHANNELS)}, {cfg.num_mels}, T) phase channels, found {phase.shape}")
-    if frames is not None and phase.shape[-1] != frames:
-        raise BadInputError(path, f"{phase.shape[-1]} frames, the mels have {frames}")
-    if not np.all(np.isfinite(phase)):
-        raise BadInputError(path, "phase channels contain NaN or inf")
-    return phase.astype(np.float32, copy=False)
