@@ -39,9 +39,7 @@ lint: $(STAMP)
 # Every step is a plain command and can be rerun alone (see the README). Sizes are for a 2-core CPU.
 DEMO ?= runs/demo
 D := $(DEMO)/data
-TINY1 := --unet_channels 32 --unet_mults 1 2 2 --attn_levels 2 --num_res_blocks 1 --norm_groups 8 \
-	--context_dim 64 --num_heads 2 --img_size 32 --num_frames 3 --segment_frames 32 --target residual \
-	--prediction_type sample --interaural_phase
+TINY1 := --config tiny  # DiffBinaural/configs/tiny.json: the CPU demo size (with --interaural_phase)
 DEMO_CLIPS ?= 300
 DEMO_STEPS ?= 1500
 SPLITS := --data_root $(D) --ckpt $(DEMO)/ckpt --id stage1 --workers 1

@@ -10,7 +10,7 @@ Checkpoints keep NVIDIA's format in ``--checkpoint_path``: ``g_{step:08d}`` = ``
 and ``do_{step:08d}`` = discriminators + optimizers + schedulers + steps + epoch, written atomically
 by rank 0; the newest complete pair is resumed automatically, at the batch of the epoch where it was
 saved (``batch_in_epoch``), so a killed run continues exactly. The config is copied to
-``config.json`` beside them. Same process model as Stage 1 (:mod:`binaural_core.distributed`).
+``config.json`` beside them. Same process model and loop as Stage 1 (:mod:`binaural_core.runtime`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ import argparse
 import json
 import logging
 import os
-import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
@@ -32,6 +30,7 @@ from binaural_core import distributed as du
 from binaural_core.audio import BadInputError
 from binaural_core.checkpoint import atomic_save, atomic_write_text, safe_load, scan_checkpoint
 from binaural_core.mel import MelConfig, mel_spectrogram
+from binaural_core.runtime import StepTimer, TrainingLoop, run_workers, setup_logging
 from binaural_core.splits import read_split_list
 
 log = logging.getLogger("BigVGAN")
@@ -45,7 +44,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help="BigVGAN JSON config (also the mel parameters)")
     p.add_argument("--audio_dir", required=True, help="ground-truth stereo wavs {name}.wav (channel 0 = left)")
     p.add_argument("--checkpoint_path", required=True, help="g_/do_ checkpoints, config.json, tb/")
-    p.add_argument("--training_epochs", type=int, default=100)
+    p.add_argument("--num_epoch", "--training_epochs", dest="num_epoch", type=int, default=100,
+                   help="epochs to train (Stage 1's name; --training_epochs is the original's)")
     p.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: no limit)")
     p.add_argument("--pretrained", default=None,
                    help="start the generator from this file (g_XXXXXXXX or NVIDIA's bigvgan_generator.pt) "
@@ -60,7 +60,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="default: the config's seed")
     p.add_argument("--checkpoint_interval", type=int, default=5000)
     p.add_argument("--validation_interval", type=int, default=1000)
-    p.add_argument("--summary_interval", type=int, default=100)
+    p.add_argument("--disp_iter", "--summary_interval", dest="disp_iter", type=int, default=100,
+                   help="log and write TensorBoard scalars every this many steps (Stage 1's name; "
+                        "--summary_interval is the original's)")
     p.add_argument("--freeze_step", type=int, default=0, help="train only G for the first K steps")
     p.add_argument("--segment_size", type=int, default=None, help="training crop in samples (default: config)")
     p.add_argument("--skip_bad", action=argparse.BooleanOptionalAction, default=False)
@@ -84,8 +86,11 @@ def read_names(path: str | None) -> list[str] | None:
     return None if path is None else read_split_list(path)
 
 
-class VocoderTrainer:
-    """Generator + discriminators, optimizers, data and logging; :meth:`fit` trains.
+class VocoderTrainer(TrainingLoop):
+    """Generator + discriminators, optimizers, data and logging; :meth:`fit` (the shared
+    :class:`~binaural_core.runtime.TrainingLoop`) trains. What is the vocoder's own: a step is one
+    discriminator then one generator update; ``g_``/``do_`` pairs every ``--checkpoint_interval``
+    steps and validation every ``--validation_interval`` steps (and both at the end).
 
     Args:
         args: parsed flags (:func:`add_common_args` plus the script's own).
@@ -106,11 +111,10 @@ class VocoderTrainer:
         seed = self.h.seed if args.seed is None else args.seed
         torch.manual_seed(seed + self.rank)
         os.makedirs(args.checkpoint_path, exist_ok=True)
+        self.log = log
+        setup_logging(log, self.rank, os.path.join(args.checkpoint_path, "train.log") if self.is_main else None)
         if self.is_main:
             atomic_write_text(json.dumps(dict(self.h), indent=2) + "\n", os.path.join(args.checkpoint_path, "config.json"))
-            logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
-        else:
-            log.setLevel(logging.WARNING)
 
         segment = args.segment_size or self.h.segment_size
         self.train_set = BinauralMelDataset(
@@ -139,8 +143,11 @@ class VocoderTrainer:
         # BigVGAN v2 decays the LR every step: 0.9999996^1M ~ 0.67
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=self.h.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=self.h.lr_decay)
-        self.step, self.epoch, self.batch_in_epoch, self.nonfinite = 0, 0, 0, 0
-        self.batches_per_epoch = len(self.loader)
+        self.num_epochs, self.max_steps, self.accumulate = args.num_epoch, args.max_steps, 1
+        self.max_nonfinite = args.max_nonfinite
+        self.bar_key = "gen/mel"
+        self.init_position()
+        self.timer = StepTimer()
         if not self._resume() and args.pretrained:
             self._load_pretrained(args.pretrained)
         ddp = dict(device_ids=[device.index]) if device.type == "cuda" else {}
@@ -179,10 +186,10 @@ class VocoderTrainer:
         if "sched_g" in do:
             self.sched_g.load_state_dict(do["sched_g"])
             self.sched_d.load_state_dict(do["sched_d"])
-        self.step, self.epoch = int(do["steps"]), int(do["epoch"])
-        self.batch_in_epoch = int(do.get("batch_in_epoch", 0))  # absent in NVIDIA's do_ files: epoch start
+        # NVIDIA's do_ files name the step "steps" and lack the batch position (then: the epoch's start)
+        self.load_position({**do, "step": do["steps"]})
         if "rng" in do:
-            torch.set_rng_state(do["rng"][min(self.rank, len(do["rng"]) - 1)].cpu())
+            self.restore_rng_states(do["rng"], int(do.get("world_size", len(do["rng"]))))
         log.info("resumed from %s / %s: step %d, epoch %d", g_path, do_path, self.step, self.epoch)
         return True
 
@@ -198,10 +205,7 @@ class VocoderTrainer:
         log.info("generator initialised from %s", path)
 
     def save(self) -> None:
-        rngs = [torch.get_rng_state()] * self.world
-        if self.world > 1:
-            rngs = [None] * self.world
-            dist.all_gather_object(rngs, torch.get_rng_state())
+        rngs = self.gather_rng_states()
         if self.is_main:
             cp = self.args.checkpoint_path
             # do_ first, g_ last: resume only trusts a pair whose g_ exists, so a kill in between is harmless
@@ -209,13 +213,13 @@ class VocoderTrainer:
                          "optim_g": self.optim_g.state_dict(), "optim_d": self.optim_d.state_dict(),
                          "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
                          "steps": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                         "rng": rngs},
+                         "nonfinite": self.nonfinite, "world_size": self.world, "rng": rngs},
                         os.path.join(cp, f"do_{self.step:08d}"))
             atomic_save({"generator": self.generator.state_dict()}, os.path.join(cp, f"g_{self.step:08d}"))
         du.barrier()
 
     # --- one step ------------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> dict[str, float] | None:
+    def train_step(self, micro_batches: list[dict]) -> dict[str, float] | None:
         """One discriminator update, then one generator update (BigVGAN's order).
 
         Returns the scalars, or None when a non-finite loss or gradient made the step be skipped
@@ -223,6 +227,7 @@ class VocoderTrainer:
         """
         from BigVGAN.loss import discriminator_loss
 
+        (batch,) = micro_batches
         mel = batch["mel"].to(self.device, non_blocking=True)  # (B, M, F)
         y = batch["audio"].to(self.device, non_blocking=True)  # (B, 1, F * hop)
         y_hat = self.g(mel)
@@ -255,71 +260,40 @@ class VocoderTrainer:
         self.step += 1
         self.nonfinite = 0
         out.update({f"gen/{k}": float(v) for k, v in parts.items()}, **{"gen/total": float(loss_g.detach())})
-        return out
+        out["train/pred_fraction"] = float(batch["used_pred"].float().mean())
+        return du.all_reduce_mean(out, self.device)
 
     def _skip(self, optim: torch.optim.Optimizer, what: str) -> None:
-        """Drop a non-finite update, count it, and stop after ``--max_nonfinite`` in a row."""
-        optim.zero_grad(set_to_none=True)
-        self.nonfinite += 1
-        log.warning("non-finite %s loss or gradient at epoch %d step %d: step skipped (%d in a row)",
-                    what, self.epoch, self.step, self.nonfinite)
-        if self.writer:
-            self.writer.add_scalar("train/nonfinite_skips", self.nonfinite, self.step)
-        if self.nonfinite > self.args.max_nonfinite:
-            last = scan_checkpoint(self.args.checkpoint_path, "g_")
-            raise RuntimeError(f"{self.args.max_nonfinite + 1} non-finite steps in a row at epoch {self.epoch}, "
-                               f"step {self.step}; last good checkpoint is {last}")
+        """Drop a non-finite update of ``what`` (discriminator / generator) and count it."""
+        self.skip_nonfinite(f"{what} loss or gradient", scan_checkpoint(self.args.checkpoint_path, "g_"), optim)
         return None
 
-    # --- loop ----------------------------------------------------------------------------------
-    def fit(self) -> None:
-        from tqdm import tqdm
+    # --- the loop's hooks (binaural_core.runtime.TrainingLoop.fit runs them) ------------------------
+    def start_epoch(self, epoch: int) -> None:
+        self.p_pred = scheduled_probability(epoch, self.schedule) if self.schedule else None
+        self.train_set.set_epoch(epoch, self.p_pred)
+        if self.p_pred is not None and self.writer:
+            self.writer.add_scalar("train/p_pred", self.p_pred, self.step)
 
+    def after_step(self, scalars: dict[str, float]) -> None:
         a = self.args
-        done = a.max_steps > 0 and self.step >= a.max_steps
-        while self.epoch < a.training_epochs and not done:
-            p = scheduled_probability(self.epoch, self.schedule) if self.schedule else None
-            self.train_set.set_epoch(self.epoch, p)
-            self.sampler.set_epoch(self.epoch)
-            self.sampler.start = self.batch_in_epoch * self.loader.batch_size  # resumed part-way: skip what was trained
-            if p is not None and self.writer:
-                self.writer.add_scalar("train/p_pred", p, self.step)
-            bar = tqdm(self.loader, disable=not self.is_main, desc=f"epoch {self.epoch}", leave=False,
-                       dynamic_ncols=True, initial=self.batch_in_epoch, total=self.batches_per_epoch)
-            t0 = time.time()
-            for batch in bar:
-                self.batch_in_epoch += 1
-                scalars = self.train_step(batch)
-                if scalars is None:
-                    continue
-                scalars["train/pred_fraction"] = float(batch["used_pred"].float().mean())
-                scalars = du.all_reduce_mean(scalars, self.device)
-                bar.set_postfix(mel=f"{scalars.get('gen/mel', float('nan')):.3f}")
-                if self.writer and self.step % a.summary_interval == 0:
-                    for k, v in scalars.items():
-                        self.writer.add_scalar(k, v, self.step)
-                    self.writer.add_scalar("train/lr_g", self.optim_g.param_groups[0]["lr"], self.step)
-                    log.info("epoch %d step %d mel %.4f (%.2f s/step)%s", self.epoch, self.step,
-                             scalars.get("gen/mel", float("nan")), (time.time() - t0) / a.summary_interval,
-                             "" if p is None else f" p_pred {p:.2f}")
-                    t0 = time.time()
-                if self.step % a.checkpoint_interval == 0:
-                    self.save()
-                if self.step % a.validation_interval == 0:
-                    self.validate()
-                if a.max_steps > 0 and self.step >= a.max_steps:
-                    done = True
-                    break
-            bar.close()
-            if not done or self.batch_in_epoch >= self.batches_per_epoch:
-                self.epoch += 1
-                self.batch_in_epoch = 0
-        if self.step % a.checkpoint_interval:  # not saved/validated at this very step yet
+        if self.writer and self.step % a.disp_iter == 0:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, self.step)
+            self.writer.add_scalar("train/lr_g", self.optim_g.param_groups[0]["lr"], self.step)
+            log.info("epoch %d step %d mel %.4f (%.2f s/step)%s", self.epoch, self.step,
+                     scalars.get("gen/mel", float("nan")), self.timer.per_step(self.step),
+                     "" if self.p_pred is None else f" p_pred {self.p_pred:.2f}")
+        if self.step % a.checkpoint_interval == 0:
             self.save()
-        if self.step % a.validation_interval:
+        if self.step % a.validation_interval == 0:
             self.validate()
-        if self.writer:
-            self.writer.close()
+
+    def finish(self) -> None:
+        if self.step % self.args.checkpoint_interval:  # not saved/validated at this very step yet
+            self.save()
+        if self.step % self.args.validation_interval:
+            self.validate()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -369,19 +343,15 @@ class VocoderTrainer:
         return metrics
 
 
-def train_worker(args, train_pred_dirs, val_pred_dirs, schedule) -> None:
-    device = du.setup()
-    try:
-        VocoderTrainer(args, train_pred_dirs=train_pred_dirs, val_pred_dirs=val_pred_dirs, schedule=schedule,
-                       device=device).fit()
-        du.barrier()  # every rank is done before any tears the process group down
-    finally:
-        du.cleanup()
+def _build(args, device: torch.device, *, train_pred_dirs, val_pred_dirs, schedule) -> VocoderTrainer:
+    return VocoderTrainer(args, train_pred_dirs=train_pred_dirs, val_pred_dirs=val_pred_dirs, schedule=schedule,
+                          device=device)
 
 
 def run(args, *, train_pred_dirs=None, val_pred_dirs=None, schedule=None) -> None:
+    """What the two scripts call: start the ranks (:func:`binaural_core.runtime.run_workers`) and train."""
     import functools
 
     np.random.seed(0)
-    du.launch(functools.partial(train_worker, train_pred_dirs=train_pred_dirs, val_pred_dirs=val_pred_dirs,
-                                schedule=schedule), args, num_gpus=args.num_gpus)
+    run_workers(functools.partial(_build, train_pred_dirs=train_pred_dirs, val_pred_dirs=val_pred_dirs,
+                                  schedule=schedule), args, num_gpus=args.num_gpus)

@@ -41,10 +41,8 @@ from DiffBinaural.model import Stage1Model, batch_inputs, build_diffusion
 from DiffBinaural.utils.arguments import model_config, train_parser
 
 SIZES = {
-    "tiny": ["--img_size", "32", "--num_frames", "3", "--segment_frames", "32", "--unet_channels", "32",
-             "--unet_mults", "1", "2", "2", "--attn_levels", "2", "--num_res_blocks", "1", "--norm_groups", "8",
-             "--context_dim", "64", "--num_heads", "2"],
-    "default": [],
+    "tiny": ["--config", "tiny"],  # DiffBinaural/configs/tiny.json
+    "default": ["--config", "base"],
 }
 KINDS = ("realbinaural", "fairplay")
 CLIP_SECONDS = 10.0

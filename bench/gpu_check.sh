@@ -46,14 +46,13 @@ STEPS=$WORK/steps.tsv
 if [ "$DEVICE" = cpu ]; then
     export CUDA_VISIBLE_DEVICES=""  # the CPU path, even on a GPU machine
     CLIPS=8; SECONDS_PER_CLIP=1.5; TRAIN_STEPS=2; BATCH=2; VOC_STEPS=2  # 4 train clips: a batch on 2 ranks
-    MODEL=(--unet_channels 16 --unet_mults 1 2 --attn_levels 1 --num_res_blocks 1 --norm_groups 8 --context_dim 32
-           --num_heads 2 --img_size 32 --num_frames 2 --max_sources 2 --segment_frames 32)
+    MODEL=(--config micro)
     BENCH_S1=(--sizes tiny --batches 1 --repeats 1)
     BENCH_VOC=(--configs tiny --seconds 0.5 --repeats 1)
     VOC_CONFIG=BigVGAN/configs/bigvgan_tiny.json
 else
     CLIPS=40; SECONDS_PER_CLIP=4; TRAIN_STEPS=30; BATCH=8; VOC_STEPS=20  # 20 train clips: a batch on 2 ranks
-    MODEL=()  # DiffBinaural/utils/arguments.py defaults: the base size
+    MODEL=(--config base)
     BENCH_S1=(--sizes tiny default --batches 1 8 32)
     BENCH_VOC=(--seconds 10)
     VOC_CONFIG=BigVGAN/configs/bigvgan_binaural_22khz_80band_256x.json

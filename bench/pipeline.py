@@ -23,9 +23,7 @@ import torch
 from common import machine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_STAGE1 = ["--unet_channels", "32", "--unet_mults", "1", "2", "2", "--attn_levels", "2", "--num_res_blocks", "1",
-               "--norm_groups", "8", "--context_dim", "64", "--num_heads", "2", "--img_size", "32", "--num_frames", "3",
-               "--segment_frames", "32", "--target", "residual", "--prediction_type", "sample", "--interaural_phase"]
+TINY_STAGE1 = ["--config", "tiny"]  # DiffBinaural/configs/tiny.json: the CPU demo size
 
 
 _WRAP = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from conftest import MICRO
 from torch import nn
 
 from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler, bucket_losses
@@ -366,9 +367,7 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
     from DiffBinaural.utils.arguments import model_config, train_parser
 
     args = train_parser("t").parse_args([
-        "--data_root", "-", "--list_train", "-", "--list_val", "-", "--unet_channels", "16", "--unet_mults", "1", "2",
-        "--attn_levels", "1", "--num_res_blocks", "1", "--norm_groups", "8", "--context_dim", "32", "--num_heads", "2",
-        "--img_size", "16", "--num_frames", "2", "--max_sources", "2", "--segment_frames", "16"])
+        "--data_root", "-", "--list_train", "-", "--list_val", "-", *MICRO, "--img_size", "16", "--segment_frames", "16"])
     cfg = model_config(args)
     model = Stage1Model(cfg).eval()
     sampler = build_sampler(build_diffusion(cfg), SimpleNamespace(sampler="ddim", steps=2, eta=0.0, guidance_scale=1.0))

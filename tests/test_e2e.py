@@ -11,14 +11,12 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import MICRO
 
 from DiffBinaural.dataset.synthetic import generate_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY1 = ["--unet_channels", "16", "--unet_mults", "1", "2", "--attn_levels", "1", "--num_res_blocks", "1",
-         "--norm_groups", "8", "--context_dim", "32", "--num_heads", "2", "--img_size", "32", "--num_frames", "2",
-         "--max_sources", "2", "--segment_frames", "32", "--workers", "0", "--target", "residual",
-         "--prediction_type", "sample"]
+TINY1 = [*MICRO, "--workers", "0", "--target", "residual", "--prediction_type", "sample"]
 
 
 def _run(*args, timeout=300):

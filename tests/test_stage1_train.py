@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import MICRO
 
 from binaural_core.checkpoint import safe_load
 from binaural_core.mel import MelConfig, mel_numpy
@@ -19,9 +20,7 @@ from DiffBinaural.trainer import run
 from DiffBinaural.utils.arguments import inference_parser, train_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--unet_channels", "16", "--unet_mults", "1", "2", "--attn_levels", "1", "--num_res_blocks", "1",
-        "--norm_groups", "8", "--context_dim", "32", "--num_heads", "2", "--img_size", "32", "--num_frames", "2",
-        "--max_sources", "2", "--segment_frames", "32", "--steps", "3", "--workers", "0"]
+TINY = [*MICRO, "--steps", "3", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,11 @@
 Flags fall in two groups (aesthetics §3 B.7): the *model config* (network sizes, encoder, diffusion,
 mel and crop shapes) is written to ``{ckpt}/{id}/config.json`` and rebuilds the model at test time;
 *run options* (paths, workers, logging, epochs) are not part of it.
+
+Named presets: ``--config tiny`` (or a path, ``--config DiffBinaural/configs/tiny.json``) sets model
+flags from a JSON file; flags given on the command line override it. ``configs/base.json`` = the
+defaults below, ``tiny.json`` = the CPU demo size, ``micro.json`` = the test suite's size. A preset
+key that is not a model flag stops with one line naming the file.
 """
 
 from __future__ import annotations
@@ -26,10 +31,52 @@ MODEL_KEYS = (
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
 OPTIONAL_KEYS = {"interaural_phase": False}
+PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config"))
+
+
+def preset_path(name: str) -> str:
+    """``tiny`` → ``DiffBinaural/configs/tiny.json``; a path is returned as given."""
+    if os.sep in name or name.endswith(".json"):
+        return name
+    return os.path.join(PRESET_DIR, f"{name}.json")
+
+
+def read_preset(name: str, parser: argparse.ArgumentParser) -> dict:
+    """A preset's flags, checked against the parser: unknown keys or values outside a flag's choices stop."""
+    path = preset_path(name)
+    if not os.path.isfile(path):
+        known = ", ".join(sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".json")))
+        raise BadInputError(path, f"preset not found (named presets: {known})")
+    values = read_json(path)
+    if not isinstance(values, dict):
+        raise BadInputError(path, "a preset is a JSON object of model flags")
+    unknown = sorted(set(values) - set(PRESET_KEYS))
+    if unknown:
+        raise BadInputError(path, f"unknown preset key(s): {', '.join(unknown)} (model flags: {', '.join(PRESET_KEYS)})")
+    for action in parser._actions:
+        if action.dest in values and action.choices is not None and values[action.dest] not in action.choices:
+            raise BadInputError(path, f"{action.dest}: {values[action.dest]!r} is not one of {list(action.choices)}")
+    return values
+
+
+class PresetParser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``--config PRESET`` supplies defaults that explicit flags override."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config", default=None)
+        known, _ = pre.parse_known_args(args)
+        if known.config is not None:
+            self.set_defaults(**read_preset(known.config, self))
+        return super().parse_known_args(args, namespace)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
+    g.add_argument("--config", default=None, metavar="PRESET",
+                   help="named model size (tiny, base, micro: DiffBinaural/configs/) or a JSON file of model flags; "
+                        "flags on the command line override it")
     g.add_argument("--id", default="realBinaural", help="run name: outputs go to {ckpt}/{id}/")
     g.add_argument("--data_root", required=True, help="dataset root (RealBinaural or FAIR-Play layout)")
     g.add_argument("--ckpt", default="./checkpoints", help="folder holding the run folders")
@@ -88,7 +135,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = PresetParser(description=description)
     _common(p)
     g = p.add_argument_group("training")
     g.add_argument("--list_train", required=True, help="train split: CSV (RealBinaural) or .h5 (FAIR-Play)")
@@ -123,7 +170,7 @@ def train_parser(description: str) -> argparse.ArgumentParser:
 
 
 def inference_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = PresetParser(description=description)
     _common(p)
     g = p.add_argument_group("inference")
     g.add_argument("--mode", choices=("test", "gt"), default="test",
