@@ -117,7 +117,7 @@ def run_inference(args, dataset_kind: str) -> None:
     from tqdm import tqdm
 
     from DiffBinaural.dataset import build_dataset
-    from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
+    from DiffBinaural.model import build_diffusion, build_sampler, default_weights, load_stage1
     from DiffBinaural.utils.arguments import run_dir
 
     log = logging.getLogger("DiffBinaural")
@@ -140,7 +140,7 @@ def run_inference(args, dataset_kind: str) -> None:
         sampler = build_sampler(build_diffusion(cfg), args)
         if args.window_hop is None:
             args.window_hop = max(1, cfg["segment_frames"] // 2)
-        info.update(checkpoint=os.path.abspath(args.weights_unet or os.path.join(run_dir(args), "unet_best.pth")),
+        info.update(checkpoint=os.path.abspath(args.weights_unet or default_weights(run_dir(args), "unet")),
                     sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance_scale,
                     seed=args.seed, window=cfg["segment_frames"], window_hop=args.window_hop,
                     num_samples=args.num_samples)

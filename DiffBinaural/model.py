@@ -8,6 +8,7 @@ conditioning: dataset batch → (normalised mono mel, visual tokens) → UNet ke
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 
 import torch
@@ -19,6 +20,8 @@ from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler
 from DiffBinaural.modules.unet import UNet, UNetConfig
 from DiffBinaural.modules.visual_encoder import VisualEncoder
 from DiffBinaural.utils.arguments import load_model_config
+
+log = logging.getLogger("DiffBinaural")
 
 # --target residual: the diffusion runs on (normalised binaural - normalised mono) x RESIDUAL_SCALE.
 # On the synthetic data that residual has std ~0.06 in normalised units (binaural mels: ~0.38), so x2
@@ -167,14 +170,25 @@ def load_stage1(
     run_dir: str, *, weights_unet: str | None = None, weights_frame: str | None = None,
     map_location: str | torch.device = "cpu",
 ) -> tuple[Stage1Model, dict]:
-    """Rebuild a trained model from ``{run_dir}/config.json`` and its (EMA) weights (``*_best.pth`` default)."""
+    """Rebuild a trained model from ``{run_dir}/config.json`` and its (EMA) weights: ``*_best.pth`` by
+    default, or ``*_latest.pth`` (with one log line) for a run that was never validated."""
     cfg = load_model_config(os.path.join(run_dir, "config.json"))
     model = Stage1Model(cfg)
-    for part, path, default in (("unet", weights_unet, "unet_best.pth"), ("encoder", weights_frame, "frame_best.pth")):
-        path = path or os.path.join(run_dir, default)
+    paths = {"unet": weights_unet or default_weights(run_dir, "unet"),
+             "encoder": weights_frame or default_weights(run_dir, "frame")}
+    fallback = [os.path.basename(p) for p in paths.values() if p.endswith("_latest.pth")]
+    if fallback and not (weights_unet and weights_frame):
+        log.warning("%s: the run was never validated (no *_best.pth): using %s", run_dir, " and ".join(fallback))
+    for part, path in paths.items():
         state = safe_load(path, map_location)
         _load_strict(getattr(model, part), state, path)
     return model.eval(), cfg
+
+
+def default_weights(run_dir: str, part: str) -> str:
+    """``{run_dir}/{part}_best.pth``, else ``{part}_latest.pth`` when the run was never validated."""
+    best, latest = (os.path.join(run_dir, f"{part}_{kind}.pth") for kind in ("best", "latest"))
+    return latest if not os.path.isfile(best) and os.path.isfile(latest) else best
 
 
 def _load_strict(module: nn.Module, state: dict, path: str) -> None:

@@ -197,8 +197,11 @@ class Stage1Trainer(TrainingLoop):
             self.save_state()  # (the last step's state is saved at the end of the epoch, after validation)
 
     def end_epoch(self, done: bool) -> None:
-        if done or self.epoch % self.args.eval_epoch == 0:
+        last = done or self.epoch >= self.num_epochs  # the run's last epoch is always validated
+        if last or self.epoch % self.args.eval_epoch == 0:
             self.validate_and_save_best()
+        elif self.is_main:  # the EMA weights of every epoch, validated or not
+            self.save_latest_weights()
         self.save_state()
 
     def finish(self) -> None:
@@ -215,15 +218,20 @@ class Stage1Trainer(TrainingLoop):
         if self.is_main:
             log_validation(self.writer, metrics, vis, step=self.step)
             log.info("val epoch %d: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), self.epoch)
-            unet, frame = self.ema.module.unet.state_dict(), self.ema.module.encoder.state_dict()
-            atomic_save(unet, os.path.join(self.dir, "unet_latest.pth"))
-            atomic_save(frame, os.path.join(self.dir, "frame_latest.pth"))
+            unet, frame = self.save_latest_weights()
             if metrics["val/mel_distance"] < self.best:
                 self.best = metrics["val/mel_distance"]
                 atomic_save(unet, os.path.join(self.dir, "unet_best.pth"))
                 atomic_save(frame, os.path.join(self.dir, "frame_best.pth"))
         self.best = du.broadcast_object(self.best)
         return metrics
+
+    def save_latest_weights(self) -> tuple[dict, dict]:
+        """Rank 0: ``unet_latest.pth`` / ``frame_latest.pth`` = the EMA weights now; returns them."""
+        unet, frame = self.ema.module.unet.state_dict(), self.ema.module.encoder.state_dict()
+        atomic_save(unet, os.path.join(self.dir, "unet_latest.pth"))
+        atomic_save(frame, os.path.join(self.dir, "frame_latest.pth"))
+        return unet, frame
 
     def save_state(self) -> None:
         """Write state_latest.pth (rank 0, atomic) after checking that the DDP replicas agree."""

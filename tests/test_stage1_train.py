@@ -320,3 +320,32 @@ def test_validation_on_several_ranks_counts_every_clip_once(data, tmp_path, monk
     key = "val/mel_distance" if "val/mel_distance" in single else sorted(single)[0]
     combined = (2 * shards[0][key] + 1 * shards[1][key]) / 3
     assert combined == pytest.approx(single[key], rel=1e-6)
+
+
+def test_fewer_epochs_than_eval_epoch_still_validates_and_a_never_validated_run_loads_its_latest(data, tmp_path):
+    """A new user's first run: --num_epoch 1 with --eval_epoch 5 ends validated (best weights exist), and
+    a run folder without best weights (never validated) is sampled from its latest weights, said in one line."""
+    import logging
+
+    from DiffBinaural.inference import run_inference
+
+    run(_train_args(data, tmp_path, "--num_epoch", "1", "--eval_epoch", "5"), dataset_kind="realbinaural")
+    run_dir = tmp_path / "run"
+    assert (run_dir / "unet_best.pth").is_file() and (run_dir / "unet_latest.pth").is_file()
+    assert "best val mel distance inf" not in (run_dir / "train.log").read_text()
+    for part in ("unet", "frame"):
+        os.remove(run_dir / f"{part}_best.pth")
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("DiffBinaural").addHandler(handler)
+    try:
+        run_inference(inference_parser("t").parse_args([
+            "--id", "run", "--data_root", str(data), "--ckpt", str(tmp_path), "--list_test",
+            str(data / "splits" / "test.csv"), "--output_dir", str(tmp_path / "mels"), *TINY]), "realbinaural")
+    finally:
+        logging.getLogger("DiffBinaural").removeHandler(handler)
+    said = [m for m in messages if "never validated" in m]
+    assert len(said) == 1 and said[0].endswith("using unet_latest.pth and frame_latest.pth"), said
+    meta = json.loads((tmp_path / "mels" / "meta.json").read_text())
+    assert meta["checkpoint"].endswith("unet_latest.pth")
