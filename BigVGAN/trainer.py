@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from BigVGAN.meldataset import BinauralMelDataset, scheduled_probability
 from binaural_core import distributed as du
 from binaural_core.audio import BadInputError
-from binaural_core.checkpoint import atomic_save, atomic_write_text, safe_load, scan_checkpoint
+from binaural_core.checkpoint import atomic_save, atomic_write_text, load_strict, safe_load, scan_checkpoint
 from binaural_core.mel import MelConfig, mel_spectrogram
 from binaural_core.runtime import StepTimer, TrainingLoop, run_workers, setup_logging
 from binaural_core.splits import read_split_list
@@ -198,10 +198,7 @@ class VocoderTrainer(TrainingLoop):
             path = os.path.join(path, "bigvgan_generator.pt")
         state = safe_load(path, self.device)
         state = state.get("generator", state) if isinstance(state, dict) else state
-        try:
-            self.generator.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise BadInputError(path, f"generator weights do not fit {self.args.config} ({str(err).splitlines()[0]})") from None
+        load_strict(self.generator, state, path, config=self.args.config)
         log.info("generator initialised from %s", path)
 
     def save(self) -> None:

@@ -14,8 +14,7 @@ import os
 
 import torch
 
-from binaural_core.audio import BadInputError
-from binaural_core.checkpoint import safe_load
+from binaural_core.checkpoint import load_strict, safe_load
 from binaural_core.mel import MelConfig
 
 
@@ -35,10 +34,7 @@ def load_generator(checkpoint_file: str, *, config: str | None = None, device: s
     generator = BigVGAN(h)
     state = safe_load(checkpoint_file, "cpu")
     state = state.get("generator", state) if isinstance(state, dict) else state
-    try:
-        generator.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise BadInputError(checkpoint_file, f"generator weights do not fit {config} ({str(err).splitlines()[0]})") from None
+    load_strict(generator, state, checkpoint_file, config=config)
     generator.remove_weight_norm()
     generator.compile_activations(compile)
     generator.pack_convolutions(pack)

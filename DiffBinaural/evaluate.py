@@ -49,6 +49,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from binaural_core.audio import BadInputError, cli_main, mono_from_binaural, read_wav
+from binaural_core.checkpoint import atomic_write_text
 from binaural_core.mel import DEFAULT_CONFIG, MelConfig
 from DiffBinaural.utils.metrics import (
     FAIRPLAY_SR,
@@ -238,13 +239,8 @@ def _json_safe(x):
 
 
 def write_json(doc: dict, path: str) -> None:
-    """Write ``doc`` atomically (temp file in the same folder + ``os.replace``)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(_json_safe(doc), f, indent=2, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write ``doc`` atomically (strict JSON: NaN and inf as null)."""
+    atomic_write_text(json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n", path)
 
 
 def format_table(doc: dict) -> str:

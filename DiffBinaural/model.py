@@ -14,7 +14,7 @@ import os
 import torch
 from torch import nn
 
-from binaural_core.checkpoint import safe_load
+from binaural_core.checkpoint import load_strict, safe_load
 from binaural_core.interaural import PHASE_CHANNELS as INTERAURAL_CHANNELS
 from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler
 from DiffBinaural.modules.unet import UNet, UNetConfig
@@ -181,7 +181,7 @@ def load_stage1(
         log.warning("%s: the run was never validated (no *_best.pth): using %s", run_dir, " and ".join(fallback))
     for part, path in paths.items():
         state = safe_load(path, map_location)
-        _load_strict(getattr(model, part), state, path)
+        load_strict(getattr(model, part), state, path, config=f"{run_dir}/config.json")
     return model.eval(), cfg
 
 
@@ -189,28 +189,3 @@ def default_weights(run_dir: str, part: str) -> str:
     """``{run_dir}/{part}_best.pth``, else ``{part}_latest.pth`` when the run was never validated."""
     best, latest = (os.path.join(run_dir, f"{part}_{kind}.pth") for kind in ("best", "latest"))
     return latest if not os.path.isfile(best) and os.path.isfile(latest) else best
-
-
-def _load_strict(module: nn.Module, state: dict, path: str) -> None:
-    """``load_state_dict(strict=True)``; any mismatch is one BadInputError line saying what differs."""
-    from binaural_core.audio import BadInputError
-
-    name = type(module).__name__
-    if not isinstance(state, dict):
-        raise BadInputError(path, f"not a {name} state_dict (the file holds a {type(state).__name__})")
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
-    problems = []
-    if reshaped:
-        k = reshaped[0]
-        problems.append(f"{len(reshaped)} tensor(s) of another shape, e.g. {k}: "
-                        f"{tuple(getattr(state[k], 'shape', ()))} in the file, {tuple(own[k].shape)} in the config")
-    if missing:
-        problems.append(f"{len(missing)} missing, e.g. {missing[0]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
-    if problems:
-        raise BadInputError(path, f"weights do not fit this {name}'s config.json: " + "; ".join(problems))
-    module.load_state_dict(state, strict=True)

@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from binaural_core.atomic import atomic_output
 from binaural_core.audio import BadInputError, resample
 from DiffBinaural.dataset.frames import ClipError, ClipFrames, open_clip_frames, read_detections
 
@@ -203,27 +204,21 @@ def _write_stream(out: str, chunks, *, sr: int, out_sr: int, num_samples: int) -
     ``num_samples`` samples at ``sr`` and resampled to ``out_sr``."""
     import soxr
 
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp{os.getpid()}.wav"
     done = 0  # samples at sr written so far
     # a streaming resampler keeps chunk boundaries seamless at another output rate
     stream = soxr.ResampleStream(sr, out_sr, 2, dtype="float32") if out_sr != sr else None
-    try:
-        with sf.SoundFile(tmp, "w", samplerate=out_sr, channels=2, subtype="PCM_16") as f:
-            it = iter(chunks)
-            wav = next(it, None)
-            while wav is not None:
-                following = next(it, None)  # one chunk ahead: the resampler must know the last one
-                wav = np.ascontiguousarray(wav[:, :max(0, num_samples - done)].numpy().T)  # (n, 2)
-                done += len(wav)
-                last = following is None or done >= num_samples
-                if stream is not None:
-                    wav = stream.resample_chunk(wav, last=last)
-                f.write(np.clip(wav, -1.0, 1.0))
-                if last:
-                    break
-                wav = following
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(out, suffix=".wav") as tmp, \
+            sf.SoundFile(tmp, "w", samplerate=out_sr, channels=2, subtype="PCM_16") as f:
+        it = iter(chunks)
+        wav = next(it, None)
+        while wav is not None:
+            following = next(it, None)  # one chunk ahead: the resampler must know the last one
+            wav = np.ascontiguousarray(wav[:, :max(0, num_samples - done)].numpy().T)  # (n, 2)
+            done += len(wav)
+            last = following is None or done >= num_samples
+            if stream is not None:
+                wav = stream.resample_chunk(wav, last=last)
+            f.write(np.clip(wav, -1.0, 1.0))
+            if last:
+                break
+            wav = following

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import soundfile as sf
 from tqdm import tqdm
 
+from binaural_core.atomic import atomic_output
 from binaural_core.audio import BadInputError, cli_main
 from DiffBinaural.dataset.layout import (
     RB_BINAURAL_DIR,
@@ -156,13 +157,10 @@ def write_splits(data_root: str, splits: dict[str, list[str]], *, overwrite: boo
         if os.path.exists(path) and not overwrite:
             raise BadInputError(path, "already exists (pass --overwrite to replace the splits)")
     for split, path in paths.items():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["name"])
             writer.writerows([n] for n in splits[split])
-        os.replace(tmp, path)
 
 
 def prepare_splits(

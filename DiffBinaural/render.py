@@ -23,7 +23,7 @@ import torch
 
 from binaural_core.audio import BadInputError, cli_main, load_wav, save_wav
 from binaural_core.mel import MelConfig
-from binaural_core.mel_dir import PHASE_SUBDIR, load_mel_file, load_phase_file, read_meta
+from binaural_core.mel_dir import clip_paths, load_mel_file, load_phase_file, read_meta
 from DiffBinaural.renderer import MODES, render
 
 log = logging.getLogger("DiffBinaural")
@@ -67,7 +67,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = MelConfig()
     meta = read_meta(args.mel_dir, cfg)
-    left_dir = os.path.join(args.mel_dir, "left", args.split)
+    left_dir = os.path.dirname(clip_paths(args.mel_dir, args.split, "_")[0])
     if not os.path.isdir(left_dir):
         raise BadInputError(left_dir, f"no split {args.split!r} in this mel directory")
     names = sorted(f[:-4] for f in os.listdir(left_dir) if f.endswith(".npy"))
@@ -76,12 +76,9 @@ def main() -> None:
     for name in names:
         mono = read_mono_any(os.path.join(args.mono_dir, f"{name}.wav"), cfg.sampling_rate)
         frames = len(mono) // cfg.hop_size
-        paths = [os.path.join(args.mel_dir, side, args.split, f"{name}.npy") for side in ("left", "right")]
-        mels = np.stack([fit_frames(load_mel_file(path, cfg), frames, path) for path in paths])
-        phase = None
-        if use_phase:
-            path = os.path.join(args.mel_dir, PHASE_SUBDIR, args.split, f"{name}.npy")
-            phase = fit_frames(load_phase_file(path, cfg), frames, path)
+        left, right, phase_path = clip_paths(args.mel_dir, args.split, name)
+        mels = np.stack([fit_frames(load_mel_file(path, cfg), frames, path) for path in (left, right)])
+        phase = fit_frames(load_phase_file(phase_path, cfg), frames, phase_path) if use_phase else None
         out = render(torch.from_numpy(mono), torch.from_numpy(mels), cfg,
                      phase=None if phase is None else torch.from_numpy(phase), mode=args.mode).numpy()
         peak = float(np.abs(out).max())

@@ -21,6 +21,7 @@ import numpy as np
 
 from binaural_core.audio import LEFT, RIGHT, BadInputError, cli_main, load_wav
 from binaural_core.mel import MelConfig, mel_numpy, read_json
+from binaural_core.mel_dir import clip_paths, read_npy
 from DiffBinaural.utils.metrics import frame_times, ild_series, itd_series
 from DiffBinaural.utils.validation import mel_figure
 
@@ -36,7 +37,8 @@ def mel_rmse(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 
 
 def load_mels(mel_dir: str, split: str, name: str) -> np.ndarray:
-    return np.stack([np.load(os.path.join(mel_dir, side, split, f"{name}.npy")) for side in ("left", "right")])
+    """(2, M, T) left/right ln-mels of one clip of a mel directory."""
+    return np.stack([read_npy(path) for path in clip_paths(mel_dir, split, name)[:2]])
 
 
 def cue_figure(name: str, gt: np.ndarray, systems: dict[str, np.ndarray], mono: np.ndarray, path: str) -> None:

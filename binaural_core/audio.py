@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from binaural_core.atomic import atomic_output
+
 LEFT = 0
 RIGHT = 1
 CHANNEL_NAMES = ("left", "right")  # index = channel; also the sub-folder names of a mel directory
@@ -115,7 +117,5 @@ def save_wav(path: str | os.PathLike, wav: np.ndarray, sampling_rate: int, *, su
     data = wav.T if wav.ndim == 2 else wav
     if subtype.startswith("PCM"):
         data = np.clip(data, -1.0, 1.0)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    sf.write(tmp, data, sampling_rate, subtype=subtype, format="WAV")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        sf.write(tmp, data, sampling_rate, subtype=subtype, format="WAV")

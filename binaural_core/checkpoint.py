@@ -16,35 +16,48 @@ from typing import Any
 
 import torch
 
+from binaural_core.atomic import atomic_output
 from binaural_core.audio import BadInputError
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a partial file under ``path``."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``torch.save`` that never leaves a partial file under ``path`` (flushed to disk before the rename)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write a text file (JSON config, meta.json) atomically."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    """Write a text file (JSON config, meta.json, split CSV) atomically."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def load_strict(module: torch.nn.Module, state: Any, path: str, *, config: str = "its config") -> None:
+    """``module.load_state_dict(state, strict=True)``; a mismatch is one BadInputError line naming
+    ``path`` and saying what differs (shapes first, then missing and unexpected keys)."""
+    name = type(module).__name__
+    if not isinstance(state, dict):
+        raise BadInputError(path, f"not a {name} state_dict (the file holds a {type(state).__name__})")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    problems = []
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} tensor(s) of another shape, e.g. {k}: "
+                        f"{tuple(getattr(state[k], 'shape', ()))} in the file, {tuple(own[k].shape)} in the config")
+    if missing:
+        problems.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    if problems:
+        raise BadInputError(path, f"{name} weights do not fit {config}: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:

@@ -23,6 +23,7 @@ import subprocess
 
 import numpy as np
 
+from binaural_core.atomic import atomic_output
 from binaural_core.audio import CHANNEL_NAMES, BadInputError
 from binaural_core.checkpoint import atomic_write_text
 from binaural_core.interaural import PHASE_CHANNELS, PHASE_DEFINITION
@@ -47,10 +48,8 @@ def write_clip(out_dir: str, split: str, name: str, mel: np.ndarray) -> None:
     for path, m in ((left, mel[0]), (right, mel[1]), (phase, mel[ears:] if mel.shape[0] > ears else None)):
         if m is None:
             continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}.npy"
-        np.save(tmp, np.ascontiguousarray(m, dtype=np.float32))
-        os.replace(tmp, path)
+        with atomic_output(path, suffix=".npy") as tmp:
+            np.save(tmp, np.ascontiguousarray(m, dtype=np.float32))
 
 
 def write_meta(out_dir: str, *, mel_cfg: MelConfig, split: str, names: list[str], phase: bool = False,

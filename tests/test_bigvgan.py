@@ -379,3 +379,14 @@ def test_both_scripts_train_two_steps_then_resume(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     fused, _ = sf.read(tmp_path / "wavs_compiled" / "c0.wav", dtype="int16")
     assert np.abs(fused.astype(int) - sf.read(out / "c0.wav", dtype="int16")[0].astype(int)).max() <= 1
+
+
+def test_vocoder_split_lists_keep_numeric_names(tmp_path):
+    """The copy that drifted: the vocoder read split CSVs without dtype=str, so 000001 became 1.wav. It
+    now uses the one split-list reader of both stages (CSV, FAIR-Play .h5, .txt)."""
+    from BigVGAN.trainer import read_names
+
+    (tmp_path / "split.csv").write_text("name\n000001\n000010\n")
+    (tmp_path / "split.txt").write_text("000001\n000010.wav\n")
+    assert read_names(str(tmp_path / "split.csv")) == read_names(str(tmp_path / "split.txt")) == ["000001", "000010"]
+    assert read_names(None) is None

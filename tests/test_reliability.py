@@ -384,7 +384,7 @@ def _weights_other_size(run_dir):
     torch.manual_seed(0)
     path = run_dir / "unet_small.pth"
     torch.save(Stage1Model(model_config(args)).unet.state_dict(), path)
-    return str(path), "weights do not fit this"
+    return str(path), "UNet weights do not fit "
 
 
 def _weights_not_a_state_dict(run_dir):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -238,3 +240,8 @@ def test_render_cli_output_and_one_line_errors(tmp_path):
     sf.write(mono_dir / "a.wav", pair.mean(0).numpy()[:8000], SR, subtype="FLOAT")  # another clip's length
     proc = run("--no-phase")
     assert proc.returncode == 2 and "not the same clip" in proc.stderr and "Traceback" not in proc.stderr
+    # the one mel-directory reader: render.py refuses an unknown format_version like the vocoder does
+    meta = json.loads((mels / "meta.json").read_text())
+    (mels / "meta.json").write_text(json.dumps({**meta, "format_version": 2}))
+    proc = run("--no-phase")
+    assert proc.returncode == 2 and "format_version 2: this code reads mel directories of version 1" in proc.stderr

@@ -225,7 +225,7 @@ def _case(case, tmp_path, audio):
         h = json.load(open(TINY))
         h["upsample_initial_channel"] *= 2
         torch.save({"generator": BigVGAN(load_config(_config_with(tmp_path, lambda x: x.update(h)))).state_dict()}, g)
-        problem = "generator weights do not fit"
+        problem = "BigVGAN weights do not fit"
     if case.startswith("pretrained"):
         return "train_binaural_mel.py", [*train, "--config", TINY, "--pretrained", g], g, problem, out
     mels = _mels(tmp_path / "mels", audio)
@@ -247,3 +247,21 @@ def test_vocoder_bad_input_stops_with_one_error_line(case, tmp_path, audio):
     assert str(path) in lines[-1] and problem in lines[-1], f"{case}: {lines[-1]!r} should name {path}: {problem}"
     made = [n for n in os.listdir(out) if n.startswith(("g_", "do_")) or n.endswith(".wav")] if out.exists() else []
     assert not made, f"{case}: left {made}"
+
+
+def test_vocoder_checkpoints_hold_every_rngs_state_like_stage_1(audio, tmp_path):
+    """The copy that drifted: the vocoder saved only torch's CPU RNG; both trainers now save every rank's
+    torch, numpy and CUDA states through the one runtime, and a resume restores them."""
+    import numpy as np
+
+    trainer = _trainer(audio, tmp_path / "ck", "--max_steps", 1)
+    trainer.validate = lambda: {}
+    trainer.fit()
+    do = safe_load(tmp_path / "ck" / "do_00000001")
+    assert do["world_size"] == 1 and len(do["rng"]) == 1
+    assert {"torch", "numpy", "cuda"} <= set(do["rng"][0]) and do["batch_in_epoch"] == 1
+    np.random.seed(123)
+    torch.manual_seed(123)
+    resumed = _trainer(audio, tmp_path / "ck", "--max_steps", 2)
+    assert resumed.step == 1 and np.random.get_state()[2] == int(do["rng"][0]["numpy"]["pos"])
+    assert torch.equal(torch.get_rng_state(), do["rng"][0]["torch"])
