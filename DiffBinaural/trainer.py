@@ -130,11 +130,11 @@ class Stage1Trainer(TrainingLoop):
 
     # --- schedule ------------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:
-        """Linear warm-up, then x decay_factor every learning_rate_decrease_itr epochs (the original)."""
+        """Linear warm-up, then x decay_factor every lr_decay_epochs epochs (the original's schedule)."""
         a = self.args
         warm = min(1.0, (step + 1) / a.warmup_steps) if a.warmup_steps > 0 else 1.0
         epoch = step // self.steps_per_epoch
-        return warm * a.decay_factor ** (epoch // max(1, a.learning_rate_decrease_itr))
+        return warm * a.decay_factor ** (epoch // max(1, a.lr_decay_epochs))
 
     # --- one optimizer step ------------------------------------------------------------------------
     def train_step(self, micro_batches: list[dict]) -> dict[str, float] | None:

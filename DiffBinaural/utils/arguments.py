@@ -146,8 +146,10 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--lr_frame", type=float, default=1e-4)
     g.add_argument("--weight_decay", type=float, default=0.01)
     g.add_argument("--warmup_steps", type=int, default=0, help="linear LR warm-up")
-    g.add_argument("--decay_factor", type=float, default=0.94, help="LR x this every --learning_rate_decrease_itr epochs")
-    g.add_argument("--learning_rate_decrease_itr", type=int, default=50)
+    g.add_argument("--decay_factor", type=float, default=0.94, help="LR x this every --lr_decay_epochs epochs")
+    g.add_argument("--lr_decay_epochs", "--learning_rate_decrease_itr", dest="lr_decay_epochs", type=int, default=50,
+                   help="epochs between LR decays (it counts epochs; the original's name, which said "
+                        "'itr', stays an alias)")
     g.add_argument("--grad_clip", type=float, default=1.0)
     g.add_argument("--grad_accum", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast on CUDA")
