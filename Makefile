@@ -73,8 +73,9 @@ demo: $(STAMP)
 	name=$$(sed -n 2p $(D)/splits/test.csv); \
 	awk -F, -v n="$$name" 'NR == 1 || $$1 == n' $(D)/action_detection_results/detection_results.csv > $(DEMO)/boxes.csv; \
 	$(PY) binauralize.py --mono $(D)/processed/mono_audios_22050Hz/$$name.wav --frames $(D)/processed/frames/$$name \
-		--boxes $(DEMO)/boxes.csv --stage1 $(DEMO)/ckpt/stage1 --steps 10 --out $(DEMO)/binauralized_$$name.wav
-	@echo "== 6/6 evaluate and report"
+		--boxes $(DEMO)/boxes.csv --stage1 $(DEMO)/ckpt/stage1 --steps 10 --out $(DEMO)/binauralized_$$name.wav \
+		--report $(DEMO)/binauralized_report
+	@echo "== 6/6 evaluate and report (runs/demo/report.md, and the listening page runs/demo/report.html)"
 	for sys in mono_renderer vocoder vocoder_no_ipd renderer_gt; do \
 		$(PY) DiffBinaural/evaluate.py --pred_dir $(DEMO)/wav_$$sys --gt_dir $(D)/processed/binaural_audios_22050Hz \
 			--out $(DEMO)/metrics_$$sys.json --workers 2 || exit 1; \
@@ -84,7 +85,8 @@ demo: $(STAMP)
 		--system "vocoder, no IPD=$(DEMO)/wav_vocoder_no_ipd:$(DEMO)/metrics_vocoder_no_ipd.json" \
 		--system "renderer on GT mels + phase (ceiling)=$(DEMO)/wav_renderer_gt:$(DEMO)/metrics_renderer_gt.json" \
 		--pred_mels $(DEMO)/mels_pred --gt_mels $(DEMO)/mels_gt --gt_wavs $(D)/processed/binaural_audios_22050Hz \
-		--mono_wavs $(D)/processed/mono_audios_22050Hz
+		--mono_wavs $(D)/processed/mono_audios_22050Hz --html --frames_root $(D)/processed/frames \
+		--boxes $(D)/action_detection_results/detection_results.csv --command "make demo (DEMO_CLIPS=$(DEMO_CLIPS), DEMO_STEPS=$(DEMO_STEPS)); the steps: make -n demo"
 
 clean:
 	rm -rf .venv .pytest_cache build *.egg-info

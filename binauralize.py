@@ -38,6 +38,9 @@ def main() -> None:
                    help="generator checkpoint (g_XXXXXXXX or bigvgan_generator.pt); only for --renderer vocoder")
     p.add_argument("--vocoder_config", default=None, help="default: config.json beside --vocoder")
     p.add_argument("--out", required=True)
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="also write DIR/report.html: listen to the input and the output (headphones), the frame "
+                        "with the boxes, and the output's ILD/ITD over time")
     p.add_argument("--out_sr", type=int, default=None, help="output rate (default: the model's, 22050)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--sampler", choices=("ddim", "dpmsolver++"), default="ddim")

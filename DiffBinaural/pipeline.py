@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 
 from binaural_core.atomic import atomic_output
 from binaural_core.audio import BadInputError, resample
+from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.frames import ClipError, ClipFrames, open_clip_frames, read_detections
 
 log = logging.getLogger("DiffBinaural")
@@ -159,6 +161,8 @@ def binauralize(args) -> str:
                                         phase=bool(cfg["interaural_phase"]))
 
         _write_stream(args.out, pieces(), sr=sr, out_sr=args.out_sr or sr, num_samples=num_samples)
+        if getattr(args, "report", None):
+            write_user_report(args, frames, fps=cfg["fps"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("wrote %s (%.2f s, 2 channels, %d Hz)", args.out, num_samples / sr, args.out_sr or sr)
@@ -222,3 +226,30 @@ def _write_stream(out: str, chunks, *, sr: int, out_sr: int, num_samples: int) -
             if last:
                 break
             wav = following
+
+
+def write_user_report(args, frames: ClipFrames, *, fps: float) -> str:
+    """``binauralize.py --report DIR``: the listening page of one user's video: the input mono and the
+    output (loudness-matched excerpts), a frame with the boxes, and the output's ILD/ITD over time."""
+    from DiffBinaural.listening import EXCERPT_SECONDS, ClipEntry, cue_only_figure, draw_still, write_page
+
+    out_dir = args.report
+    listen = os.path.join(out_dir, "listen")
+    os.makedirs(listen, exist_ok=True)
+    data, in_sr = sf.read(args.mono, dtype="float32", always_2d=True)
+    out, out_sr = sf.read(args.out, dtype="float32", always_2d=True)
+    seconds = min(EXCERPT_SECONDS, len(out) / out_sr)
+    index = min(max(layout.frame_index_at(seconds / 2, fps), 1), frames.num_images)
+    still = draw_still(layout.frame_path(frames.frames_dir, index, frames.ext), frames.boxes.get(index),
+                       os.path.join(listen, "frame.png"))
+    name = os.path.splitext(os.path.basename(args.out))[0]
+    figure = cue_only_figure(f"{name}: interaural cues of the output", out.T, out_sr, os.path.join(listen, "cues.png"))
+    clip = ClipEntry(name, [("input (mono)", data.mean(axis=1), in_sr), (f"output ({args.renderer} renderer)", out.T,
+                                                                       out_sr)], figures=[figure], still=still)
+    command = "python binauralize.py " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("binauralize.py") else ""
+    page = write_page(out_dir, title=f"binauralize.py: {name}", clips=[clip], summary_rows=[], summary_head=[],
+                      commands=[c for c in (command,) if c] or [f"binauralize {args.mono} -> {args.out}"],
+                      notes=[f"Stage 1: {args.stage1}; frames: {args.video or args.frames}"
+                             + (f"; boxes: {args.boxes}" if args.boxes else "")])
+    log.info("wrote %s", page)
+    return page

@@ -138,10 +138,16 @@ def test_binauralize_with_png_frames_and_detector_boxes(fairplay, tmp_path):
         with Image.open(os.path.join(frames, "000001.png")) as im:
             assert im.mode == {"000002": "RGBA", "000003": "L"}[clip_id]
         out = tmp_path / f"out_{clip_id}.wav"
-        proc = _run("binauralize.py", *flags, "--frames", frames, "--boxes", boxes, "--out", out)
+        proc = _run("binauralize.py", *flags, "--frames", frames, "--boxes", boxes, "--out", out,
+                    "--report", tmp_path / f"report_{clip_id}")
         assert f"{boxes}: 2 box(es) clipped to the image, 1 dropped" in proc.stderr
         data, out_sr = sf.read(out)
         assert out_sr == 22050 and data.shape == (round(2.0 * 22050), 2)
+        # --report: the listening page of this video: input and output players, the frame, the cues
+        page = (tmp_path / f"report_{clip_id}" / "report.html").read_text()
+        assert page.count("<audio ") == 2 and "input (mono)" in page and "output (mono renderer)" in page
+        assert (tmp_path / f"report_{clip_id}" / "listen" / "frame.png").is_file()
+        assert (tmp_path / f"report_{clip_id}" / "listen" / "cues.png").is_file()
     # broken detector rows: one error line naming the user's CSV and the line
     frames = layout.fp_paths(str(root), "000002")["frames"]
     bad = tmp_path / "bad.csv"
