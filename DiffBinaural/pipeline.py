@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -246,7 +247,7 @@ def write_user_report(args, frames: ClipFrames, *, fps: float) -> str:
     figure = cue_only_figure(f"{name}: interaural cues of the output", out.T, out_sr, os.path.join(listen, "cues.png"))
     clip = ClipEntry(name, [("input (mono)", data.mean(axis=1), in_sr), (f"output ({args.renderer} renderer)", out.T,
                                                                        out_sr)], figures=[figure], still=still)
-    command = "python binauralize.py " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("binauralize.py") else ""
+    command = "python binauralize.py " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("binauralize.py") else ""
     page = write_page(out_dir, title=f"binauralize.py: {name}", clips=[clip], summary_rows=[], summary_head=[],
                       commands=[c for c in (command,) if c] or [f"binauralize {args.mono} -> {args.out}"],
                       notes=[f"Stage 1: {args.stage1}; frames: {args.video or args.frames}"

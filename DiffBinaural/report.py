@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -174,7 +175,7 @@ def write_report(args) -> str:
     if args.html:
         head, rows = summary_table(systems, docs)
         page = write_page(args.out_dir, title=args.title, clips=entries, summary_rows=rows, summary_head=head,
-                          commands=[*args.command, "python -m DiffBinaural.report " + " ".join(sys.argv[1:])],
+                          commands=[*args.command, "python -m DiffBinaural.report " + shlex.join(sys.argv[1:])],
                           excerpt_seconds=args.excerpt_seconds)
         print(f"wrote {page}")
     return path
