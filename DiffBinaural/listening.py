@@ -83,18 +83,23 @@ def draw_still(frame_path: str, boxes: np.ndarray | None, out_path: str, *, max_
     return out_path
 
 
-def machine() -> str:
-    """The machine in one line (CPU, cores, GPU, torch)."""
-    import torch
-
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    return cpu
+
+
+def machine() -> str:
+    """The machine in one line (CPU, cores, GPU, torch)."""
+    import torch
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{cpu_name()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def _table(rows: list[list[str]], head: list[str]) -> str:

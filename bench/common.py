@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import os
-import platform
 
 import torch
+
+from DiffBinaural.listening import cpu_name
 
 
 def machine() -> str:
     """CPU model and core count (and the GPU when there is one): printed beside every figure."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     # the vector ISA that oneDNN and torch.compile use here (AVX512 / AVX2 / ...): speed ratios depend on it
     text = (f"{cpu}, {os.cpu_count()} CPU cores, {torch.backends.cpu.get_cpu_capability()}, "
             f"torch threads {torch.get_num_threads()}")
