@@ -53,7 +53,8 @@ def test_the_guide_has_the_commands_it_describes():
     scripts = [c for _, c in commands]
     assert any("--split train" in c and "runs/mels_train" in c for c in scripts), "the train-split dump is spelled out"
     for needed in ("dataset.synthetic", "train_realBinaural.py", "test_realBinaural.py", "render.py",
-                   "train_binaural_mel.py", "train_binaural_both.py", "BigVGAN/inference.py", "evaluate.py"):
+                   "train_binaural_mel.py", "train_binaural_both.py", "BigVGAN/inference.py", "evaluate.py",
+                   "DiffBinaural.report"):
         assert any(needed in c for s, c in commands if s in RUN_SECTIONS), needed
 
 
@@ -72,3 +73,4 @@ def test_quickstart_sections_1_to_6_run_as_written(tmp_path):
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["num_clips"] >= 1 and "stft_distance" in doc["model"]["mean"]
     assert (tmp_path / "runs" / "wavs_rendered").is_dir() and (tmp_path / "runs" / "mels_train" / "meta.json").is_file()
+    assert (tmp_path / "runs" / "report" / "report.html").read_text().count("<audio ") >= 4
