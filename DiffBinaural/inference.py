@@ -117,7 +117,7 @@ def run_inference(args, dataset_kind: str) -> None:
     from tqdm import tqdm
 
     from DiffBinaural.dataset import build_dataset
-    from DiffBinaural.model import build_diffusion, build_sampler, default_weights, load_stage1
+    from DiffBinaural.model import build_sampler, default_weights, load_stage1
     from DiffBinaural.utils.arguments import run_dir
 
     log = logging.getLogger("DiffBinaural")
@@ -137,7 +137,7 @@ def run_inference(args, dataset_kind: str) -> None:
             raise BadInputError(args.mel_config, f"differs from the checkpoint's mel parameters: {problem}")
         for key in ("segment_frames", "num_frames", "max_sources", "img_size", "fps"):
             setattr(args, key, cfg[key])  # the visual inputs must be built as in training
-        sampler = build_sampler(build_diffusion(cfg), args)
+        sampler = build_sampler(cfg, args)
         if args.window_hop is None:
             args.window_hop = max(1, cfg["segment_frames"] // 2)
         info.update(checkpoint=os.path.abspath(args.weights_unet or default_weights(run_dir(args), "unet")),

@@ -96,7 +96,7 @@ def binauralize(args) -> str:
 
     from binaural_core.mel import MelConfig, mel_spectrogram
     from DiffBinaural.inference import generate_clip
-    from DiffBinaural.model import build_diffusion, build_sampler, load_stage1
+    from DiffBinaural.model import build_sampler, load_stage1
 
     if args.num_samples < 1:
         raise BadInputError(None, f"--num_samples must be >= 1, got {args.num_samples}")
@@ -136,7 +136,7 @@ def binauralize(args) -> str:
             return frames.visual_inputs(start_frame * hop / sr, num_frames * hop / sr, num_frames=cfg["num_frames"],
                                         max_sources=cfg["max_sources"], image_size=cfg["img_size"], fps=cfg["fps"])
 
-        sampler = build_sampler(build_diffusion(cfg), SimpleNamespace(
+        sampler = build_sampler(cfg, SimpleNamespace(
             sampler=args.sampler, steps=args.steps, eta=0.0, guidance_scale=args.guidance_scale))
         total, chunk = mono_mel.shape[-1], args.chunk_frames
         step = chunk * max(1, args.stream_frames // chunk)  # pieces on the vocoder's chunk grid

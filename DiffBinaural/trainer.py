@@ -108,7 +108,7 @@ class Stage1Trainer(TrainingLoop):
             self.amp_dtype = None  # autocast is a CUDA feature here; CPU runs in fp32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.diffusion = build_diffusion(self.cfg)
-        self.val_sampler = build_sampler(self.diffusion, args)
+        self.val_sampler = build_sampler(self.cfg, args)
         # The diffusion's t, noise and condition-dropout draws: one generator per rank, saved on resume.
         self.gen = torch.Generator().manual_seed(args.seed * 1009 + self.rank)
 
@@ -130,11 +130,22 @@ class Stage1Trainer(TrainingLoop):
 
     # --- schedule ------------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:
-        """Linear warm-up, then x decay_factor every lr_decay_epochs epochs (the original's schedule)."""
+        """Linear warm-up, then ``--lr_schedule``: ``step`` (the original's: x decay_factor every
+        lr_decay_epochs epochs) or ``cosine`` (half a cosine from 1 to 0 over the run's optimizer steps,
+        Loshchilov & Hutter 2017, without restarts: a fixed budget ends at a small learning rate)."""
         a = self.args
         warm = min(1.0, (step + 1) / a.warmup_steps) if a.warmup_steps > 0 else 1.0
+        if a.lr_schedule == "cosine":
+            total = self.total_steps()
+            progress = min(1.0, max(0, step - a.warmup_steps) / max(1, total - a.warmup_steps))
+            return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
         epoch = step // self.steps_per_epoch
         return warm * a.decay_factor ** (epoch // max(1, a.lr_decay_epochs))
+
+    def total_steps(self) -> int:
+        """Optimizer steps the run will make: ``--max_steps``, or the epochs' steps if that is sooner."""
+        by_epochs = self.args.num_epoch * self.steps_per_epoch
+        return min(self.args.max_steps, by_epochs) if self.args.max_steps > 0 else by_epochs
 
     # --- one optimizer step ------------------------------------------------------------------------
     def train_step(self, micro_batches: list[dict]) -> dict[str, float] | None:
@@ -146,7 +157,8 @@ class Stage1Trainer(TrainingLoop):
         totals: dict[str, float] = {"loss": 0.0}
         buckets: dict[str, list[float]] = {}
         for i, batch in enumerate(micro_batches):
-            x0, kwargs = batch_inputs(batch, self.device, target=self.cfg["target"], phase=self.cfg["interaural_phase"])
+            x0, kwargs = batch_inputs(batch, self.device, target=self.cfg["target"], phase=self.cfg["interaural_phase"],
+                                      residual_scale=self.cfg["residual_scale"])
             sync = i == len(micro_batches) - 1 or self.world == 1
             ctx = self.ddp.no_sync() if not sync else contextlib.nullcontext()
             with ctx, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,

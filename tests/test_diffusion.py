@@ -363,14 +363,14 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
     from types import SimpleNamespace
 
     from DiffBinaural.inference import generate_clip
-    from DiffBinaural.model import Stage1Model, build_diffusion, build_sampler
+    from DiffBinaural.model import Stage1Model, build_sampler
     from DiffBinaural.utils.arguments import model_config, train_parser
 
     args = train_parser("t").parse_args([
         "--data_root", "-", "--list_train", "-", "--list_val", "-", *MICRO, "--img_size", "16", "--segment_frames", "16"])
     cfg = model_config(args)
     model = Stage1Model(cfg).eval()
-    sampler = build_sampler(build_diffusion(cfg), SimpleNamespace(sampler="ddim", steps=2, eta=0.0, guidance_scale=1.0))
+    sampler = build_sampler(cfg, SimpleNamespace(sampler="ddim", steps=2, eta=0.0, guidance_scale=1.0))
 
     def visual_fn(start, n):  # depends on the window's position, as real frames do
         g = torch.Generator().manual_seed(start)
@@ -417,3 +417,4 @@ def test_iter_vocode_on_frame_ranges_equals_one_call():
                          mel_offset=14, total=50))
     with pytest.raises(ValueError, match="multiples of chunk_frames"):
         next(iter_vocode(g, mel, hop=256, chunk_frames=8, frames=(4, 16)))
+

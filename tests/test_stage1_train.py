@@ -136,19 +136,42 @@ def test_test_script_writes_full_length_mels(data, tmp_path):
     assert json.loads((tmp_path / "dpm" / "meta.json").read_text())["guidance_scale"] == 2.0
 
 
-@pytest.mark.parametrize("target", ["binaural", "residual"])
-def test_diffusion_target_round_trip(target):
+@pytest.mark.parametrize("target,scale", [("binaural", 2.0), ("residual", 2.0), ("residual", 6.0)])
+def test_diffusion_target_round_trip(target, scale):
     from DiffBinaural.model import from_target, to_target
 
     g = torch.Generator().manual_seed(0)
     binaural = torch.rand(2, 2, 8, 12, generator=g) * 2 - 1
     mono = binaural.mean(dim=1, keepdim=True)
-    x0 = to_target(binaural, mono, target)
-    torch.testing.assert_close(from_target(x0, mono, target), binaural)
+    x0 = to_target(binaural, mono, target, residual_scale=scale)
+    torch.testing.assert_close(from_target(x0, mono, target, residual_scale=scale), binaural)
     if target == "residual":
+        torch.testing.assert_close(x0, (binaural - mono) * scale)
         # the mono-copy prediction is x0 = 0, and left/right keep their order
-        torch.testing.assert_close(from_target(torch.zeros_like(x0), mono, target), mono.expand_as(binaural))
-        assert torch.equal(to_target(binaural.flip(1), mono, target), x0.flip(1))
+        torch.testing.assert_close(from_target(torch.zeros_like(x0), mono, target, residual_scale=scale),
+                                   mono.expand_as(binaural))
+        assert torch.equal(to_target(binaural.flip(1), mono, target, residual_scale=scale), x0.flip(1))
+
+
+def test_sampler_clip_bound_follows_the_residual_scale():
+    """The sampler clamps x0 to [-r, r]: 1 for mels, scale/2 for a residual (the same ±3.6 nats at any
+    scale), and the first release's scale 2 keeps the old bound of 1."""
+    from types import SimpleNamespace
+
+    from DiffBinaural.model import build_sampler, clip_range
+
+    opts = SimpleNamespace(sampler="ddim", steps=2, eta=0.0, guidance_scale=1.0)
+    cfg = {"num_train_timesteps": 1000, "prediction_type": "sample", "loss": "l1", "p_drop_visual": 0.1,
+           "p_drop_mono": 0.1, "target": "residual", "residual_scale": 6.0}
+    assert clip_range(cfg) == 3.0 and clip_range({**cfg, "residual_scale": 2.0}) == 1.0
+    assert clip_range({**cfg, "target": "binaural"}) == 1.0
+
+    class Big(torch.nn.Module):  # predicts x0 = 5 everywhere
+        def forward(self, x, t, **kw):
+            return torch.full_like(x, 5.0)
+
+    out = build_sampler(cfg, opts).sample(Big(), (1, 2, 4, 4), model_kwargs={}, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, torch.full_like(out, 3.0))
 
 
 def test_fairplay_layout_trains_and_dumps_with_resnet18(tmp_path):
@@ -195,11 +218,11 @@ def test_interaural_phase_trains_validates_and_dumps(data, tmp_path, target, pre
     model, cfg = load_stage1(str(tmp_path / "run"))
     assert model.unet.out[-1].out_channels == 4
     from DiffBinaural.dataset import build_dataset
-    from DiffBinaural.model import build_diffusion, build_sampler
+    from DiffBinaural.model import build_sampler
 
     args = _train_args(data, tmp_path, "--interaural_phase")
     val = build_dataset("realbinaural", args, list_path=args.list_val, split="val")
-    metrics, _ = validate(model, build_sampler(build_diffusion(cfg), args), val, device=torch.device("cpu"),
+    metrics, _ = validate(model, build_sampler(cfg, args), val, device=torch.device("cpu"),
                           batch_size=2, seed=0)
     assert 0 < metrics["val/baseline_phase_error"] <= np.pi and np.isfinite(metrics["val/phase_error"])
     # the baseline's error is that of the true phase against 0: recompute it from the items
@@ -237,10 +260,11 @@ def test_checkpoints_without_phase_channels_load_and_render(data, tmp_path):
     run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
     path = tmp_path / "run" / "config.json"
     cfg = json.loads(path.read_text())
-    del cfg["interaural_phase"]
+    del cfg["interaural_phase"], cfg["residual_scale"]
     path.write_text(json.dumps(cfg))
     model, cfg = load_stage1(str(tmp_path / "run"))
     assert cfg["interaural_phase"] is False and model.unet.out[-1].out_channels == 2
+    assert cfg["residual_scale"] == 2.0  # the first release's fixed factor
     run_inference(inference_parser("t").parse_args([
         "--id", "run", "--data_root", str(data), "--ckpt", str(tmp_path), "--list_test",
         str(data / "splits" / "test.csv"), "--output_dir", str(tmp_path / "mels"), *TINY]), "realbinaural")
@@ -295,7 +319,7 @@ def test_validation_on_several_ranks_counts_every_clip_once(data, tmp_path, monk
     """3 validation clips on 2 ranks: rank 0 takes 2, rank 1 takes 1 (a DistributedSampler would pad rank 1
     with a repeat, counted twice), and the count-weighted means equal the single-process result exactly."""
     from DiffBinaural.dataset import build_dataset
-    from DiffBinaural.model import build_diffusion, build_sampler
+    from DiffBinaural.model import build_sampler
     from DiffBinaural.utils import validation
 
     run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
@@ -305,7 +329,7 @@ def test_validation_on_several_ranks_counts_every_clip_once(data, tmp_path, monk
         [n.strip() for n in (data / "splits" / "train.csv").read_text().splitlines()[1:]][:3]) + "\n")
     val = build_dataset("realbinaural", args, list_path=str(tmp_path / "val3.txt"), split="val")
     assert len(val) == 3
-    sampler = build_sampler(build_diffusion(cfg), args)
+    sampler = build_sampler(cfg, args)
 
     def once(batch_size):
         return validation.validate(model, sampler, val, device=torch.device("cpu"), batch_size=batch_size, seed=0)[0]
@@ -349,3 +373,28 @@ def test_fewer_epochs_than_eval_epoch_still_validates_and_a_never_validated_run_
     assert len(said) == 1 and said[0].endswith("using unet_latest.pth and frame_latest.pth"), said
     meta = json.loads((tmp_path / "mels" / "meta.json").read_text())
     assert meta["checkpoint"].endswith("unet_latest.pth")
+
+
+def test_learning_rate_schedules():
+    """step: x decay_factor at each lr_decay_epochs boundary; cosine: 1 -> 0.5 at mid-run -> ~0 at the
+    last of --max_steps (or of the epochs' steps when they end sooner), after a linear warm-up."""
+    from types import SimpleNamespace
+
+    from DiffBinaural.trainer import Stage1Trainer
+
+    def factor(step, **flags):
+        args = SimpleNamespace(**{"warmup_steps": 0, "lr_schedule": "step", "decay_factor": 0.5, "lr_decay_epochs": 2,
+                                  "num_epoch": 100, "max_steps": 0, **flags})
+        fake = SimpleNamespace(args=args, steps_per_epoch=10)
+        fake.total_steps = lambda: Stage1Trainer.total_steps(fake)
+        return Stage1Trainer._lr_factor(fake, step)
+
+    assert [factor(s) for s in (0, 19, 20, 39, 40)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    assert factor(4, warmup_steps=10) == pytest.approx(0.5)
+    cos = {"lr_schedule": "cosine", "max_steps": 100}
+    assert factor(0, **cos) == 1.0 and factor(50, **cos) == pytest.approx(0.5) and 0 < factor(99, **cos) < 1e-3
+    assert factor(25, **cos) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)))
+    assert factor(50, lr_schedule="cosine", num_epoch=3) == 0.0  # past the end stays at 0
+    assert factor(15, lr_schedule="cosine", num_epoch=3) == pytest.approx(0.5)  # 30 steps by epochs, sooner than no max
+    warm = {**cos, "warmup_steps": 10}
+    assert factor(4, **warm) == pytest.approx(0.5) and factor(55, **warm) == pytest.approx(0.5)

@@ -11,9 +11,9 @@ are flawed", Table 2). For T = 1000 and 25 steps it gives 999, 959, …, 39, and
 original code's grid (the integers of linspace(-1, 999, 26), paired (999, 959) … (39, -1)). Steps
 that do not divide T give slightly inconsistent DDIM pairs in diffusers (a warning is logged).
 
-x̂_0 clipping: DDIM uses ``clip_sample`` (clamp to [-1, 1], as the original). DPM-Solver++ has no
-``clip_sample``; its dynamic thresholding with ``sample_max_value=1.0`` clamps the percentile to
-exactly 1, which is the same plain clamp of x̂_0 to [-1, 1].
+x̂_0 clipping: DDIM uses ``clip_sample`` (clamp to [-r, r], r = ``clip_range``, 1 as the original).
+DPM-Solver++ has no ``clip_sample``; its dynamic thresholding with ``sample_max_value=r`` clamps the
+percentile to exactly r, which is the same plain clamp of x̂_0 to [-r, r].
 
 Classifier-free guidance on the visual condition (Ho & Salimans 2022, eq. 6, with s = 1 + w):
 ε̃ = ε_uncond + s · (ε_cond - ε_uncond), where "uncond" means ``drop_visual=True`` (the mono condition
@@ -47,7 +47,8 @@ class Sampler:
         kind: ``"ddim"`` (the original's, η = 0 deterministic) or ``"dpmsolver++"`` (2nd-order multistep).
         num_inference_steps: number of network evaluations per sample (twice the batch under guidance).
         eta: DDIM η (0 = deterministic DDIM, 1 = DDPM-like); must be 0 for DPM-Solver++.
-        clip_sample: clamp x̂_0 to [-1, 1] at every step (the original did).
+        clip_sample: clamp x̂_0 to [-clip_range, clip_range] at every step (the original did, with 1).
+        clip_range: the bound of x_0 (1 for mels normalised to [-1, 1]; wider for a scaled residual).
         guidance_scale: s of classifier-free guidance on the visual condition; 1 = a single conditional pass.
     """
 
@@ -59,6 +60,7 @@ class Sampler:
         num_inference_steps: int = 25,
         eta: float = 0.0,
         clip_sample: bool = True,
+        clip_range: float = 1.0,
         guidance_scale: float = 1.0,
     ) -> None:
         if kind not in ("ddim", "dpmsolver++"):
@@ -81,6 +83,9 @@ class Sampler:
         self.num_inference_steps = num_inference_steps
         self.eta = eta
         self.clip_sample = clip_sample
+        if not clip_range > 0:
+            raise ValueError(f"clip_range must be positive, got {clip_range}")
+        self.clip_range = float(clip_range)
         self.guidance_scale = guidance_scale
 
     def make_scheduler(self) -> DDIMScheduler | DPMSolverMultistepScheduler:
@@ -88,7 +93,7 @@ class Sampler:
         common = dict(self.diffusion.scheduler_config(), timestep_spacing="trailing")
         if self.kind == "ddim":
             sched: DDIMScheduler | DPMSolverMultistepScheduler = DDIMScheduler(
-                **common, clip_sample=self.clip_sample, clip_sample_range=1.0, set_alpha_to_one=True
+                **common, clip_sample=self.clip_sample, clip_sample_range=self.clip_range, set_alpha_to_one=True
             )
         else:
             sched = DPMSolverMultistepScheduler(
@@ -96,7 +101,7 @@ class Sampler:
                 algorithm_type="dpmsolver++",
                 solver_order=2,
                 thresholding=self.clip_sample,
-                sample_max_value=1.0,
+                sample_max_value=self.clip_range,
                 final_sigmas_type="zero",
             )
         sched.set_timesteps(self.num_inference_steps)
@@ -150,7 +155,7 @@ class Sampler:
                 a CPU generator works for any device. Same seed -> identical output.
             device: where x_t lives.
         Returns:
-            x_0 of ``shape``, float32, clamped to [-1, 1].
+            x_0 of ``shape``, float32, clamped to [-clip_range, clip_range].
         """
         device = torch.device(device)
         sched = self.make_scheduler()
@@ -164,12 +169,12 @@ class Sampler:
                 x = sched.step(out, int(step_t), x, eta=self.eta, generator=generator).prev_sample
             else:
                 x = sched.step(out, step_t, x).prev_sample
-        return x.clamp(-1.0, 1.0)
+        return x.clamp(-self.clip_range, self.clip_range)
 
     def __repr__(self) -> str:
         return (
             f"Sampler(kind={self.kind!r}, steps={self.num_inference_steps}, eta={self.eta}, "
-            f"clip_sample={self.clip_sample}, guidance_scale={self.guidance_scale}, {self.diffusion!r})"
+            f"clip_sample={self.clip_sample}, clip_range={self.clip_range}, guidance_scale={self.guidance_scale}, {self.diffusion!r})"
         )
 
 

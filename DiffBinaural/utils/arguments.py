@@ -26,11 +26,11 @@ MODEL_KEYS = (
     "arch_frame", "pretrained_frame", "context_dim",
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
-    "interaural_phase",
+    "interaural_phase", "residual_scale",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
-OPTIONAL_KEYS = {"interaural_phase": False}
+OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0}
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config"))
 
@@ -115,6 +115,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num_train_timesteps", type=int, default=1000)
     g.add_argument("--target", choices=("binaural", "residual"), default="binaural",
                    help="diffusion variable: the normalised L/R mels, or their difference from the mono mel")
+    g.add_argument("--residual_scale", type=float, default=2.0,
+                   help="--target residual: the residual's factor in the diffusion variable (DiffBinaural/model.py)")
     g.add_argument("--prediction_type", choices=("epsilon", "v_prediction", "sample"), default="epsilon",
                    help="network output: noise, velocity, or the clean mels (x0)")
     g.add_argument("--loss", choices=("l1", "l2"), default="l1")
@@ -146,6 +148,9 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     g.add_argument("--lr_frame", type=float, default=1e-4)
     g.add_argument("--weight_decay", type=float, default=0.01)
     g.add_argument("--warmup_steps", type=int, default=0, help="linear LR warm-up")
+    g.add_argument("--lr_schedule", choices=("step", "cosine"), default="step",
+                   help="after the warm-up: step (x --decay_factor every --lr_decay_epochs epochs, the original's) "
+                        "or cosine (to 0 at the last step: --max_steps, or the epochs' steps)")
     g.add_argument("--decay_factor", type=float, default=0.94, help="LR x this every --lr_decay_epochs epochs")
     g.add_argument("--lr_decay_epochs", "--learning_rate_decrease_itr", dest="lr_decay_epochs", type=int, default=50,
                    help="epochs between LR decays (it counts epochs; the original's name, which said "
