@@ -40,15 +40,17 @@ lint: $(STAMP)
 DEMO ?= runs/demo
 D := $(DEMO)/data
 TINY1 := --config tiny  # DiffBinaural/configs/tiny.json: the CPU demo size (with --interaural_phase)
-DEMO_CLIPS ?= 300
-DEMO_STEPS ?= 1500
+DEMO_CLIPS ?= 1200
+DEMO_SPLIT ?= 0.95 0.025 0.025  # train / val / test: 1140 / 30 / 30 clips of DEMO_CLIPS = 1200
+DEMO_STEPS ?= 1950
 SPLITS := --data_root $(D) --ckpt $(DEMO)/ckpt --id stage1 --workers 1
 VOC := --config BigVGAN/configs/bigvgan_tiny.json --audio_dir $(D)/processed/binaural_audios_22050Hz \
 	--batch_size_per_gpu 4 --workers 1 --num_val 2 --segment_size 8192 --summary_interval 25
 
 demo: $(STAMP)
 	@echo "== 1/6 synthetic dataset"
-	$(PY) -m DiffBinaural.dataset.synthetic --out $(D) --num_clips $(DEMO_CLIPS) --seconds 4 --seed 0 --overwrite
+	$(PY) -m DiffBinaural.dataset.synthetic --out $(D) --num_clips $(DEMO_CLIPS) --seconds 4 --seed 0 \
+		--split_fractions $(DEMO_SPLIT) --overwrite
 	@echo "== 2/6 Stage 1 training (tiny model, CPU, with interaural phase)"
 	$(PY) DiffBinaural/train_realBinaural.py $(SPLITS) $(TINY1) --list_train $(D)/splits/train.csv \
 		--list_val $(D)/splits/val.csv --batch_size_per_gpu 8 --num_epoch 1000 --max_steps $(DEMO_STEPS) --lr_unet 1e-3 --lr_frame 1e-3 \

@@ -27,10 +27,11 @@ log = logging.getLogger("DiffBinaural")
 # (config key, --residual_scale). On the synthetic data that residual has std ~0.06 in normalised units
 # (binaural mels: ~0.38, the phase channels ~0.55), so a model that outputs 0 already equals the
 # mono-copy baseline and the network only has to learn the spatial part. The scale sets the residual's
-# size against the unit noise and the phase channels: x2 (the first release's fixed value, kept for
-# configs without the key) leaves it at std 0.12; the tiny preset's x6 brings it to ~0.36, which learns
-# faster at the demo's budget (README, Stage 1). The sampler's clip bound grows with it
-# (:func:`clip_range`), so a larger scale never clips a residual the old one kept.
+# size against the unit noise and the phase channels: x2 (the default, and the first release's fixed
+# value for configs without the key) leaves it at std 0.12; x6 (std ~0.36) learned slower on the
+# synthetic data (README, Stage 1), but data with larger level differences may want another scale. The
+# sampler's clip bound grows with it (:func:`clip_range`), so a larger scale never clips a residual
+# that x2 kept.
 RESIDUAL_SCALE = 2.0
 TARGETS = ("binaural", "residual")
 
