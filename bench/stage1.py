@@ -23,13 +23,19 @@ import time
 import torch
 from common import machine
 
+from DiffBinaural.model import unet_config
 from DiffBinaural.modules.unet import UNet
+from DiffBinaural.utils.arguments import model_config, train_parser
 
-SIZES = {
-    "tiny": dict(base_channels=32, channel_mults=(1, 2, 2), attn_levels=(2,), num_res_blocks=1, groups=8,
-                 context_dim=64, num_heads=2),
-    "default": dict(),  # the UNet's defaults: base 64, mults (1, 2, 4), 2 res blocks, attention at 40x40 and 20x20
-}
+# size -> named preset (DiffBinaural/configs/{preset}.json): the UNet is built exactly as training builds it
+SIZES = {"tiny": "tiny", "default": "base"}
+
+
+def preset_unet(size: str) -> UNet:
+    """The UNet of a preset, with its channels (4 with the tiny preset's interaural phase), dropout and widths."""
+    args = train_parser("bench").parse_args(["--config", SIZES[size], "--data_root", ".", "--list_train", "-",
+                                             "--list_val", "-"])
+    return UNet(**unet_config(model_config(args)).__dict__)
 M = F = 80
 TOKENS = 15  # 3 frames x 5 sources
 
@@ -51,9 +57,9 @@ def _time(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _inputs(b: int, ctx_dim: int, device):
+def _inputs(b: int, channels: int, ctx_dim: int, device):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(b, 2, M, F, generator=g).to(device)
+    x = torch.randn(b, channels, M, F, generator=g).to(device)
     mono = torch.randn(b, 1, M, F, generator=g).to(device)
     ctx = torch.randn(b, TOKENS, ctx_dim, generator=g).to(device)
     mask = torch.zeros(b, TOKENS, dtype=torch.bool, device=device)
@@ -78,10 +84,10 @@ def attention_share(net, x, t, kw) -> float:
 
 
 def bench_one(size: str, b: int, device, repeats: int) -> dict:
-    net = UNet(**SIZES[size]).to(device)
+    net = preset_unet(size).to(device)
     for p in net.parameters():  # non-zero weights everywhere (the zero-initialised layers would be trivial)
         torch.nn.init.normal_(p, std=0.02)
-    x, t, kw = _inputs(b, net.config.context_dim, device)
+    x, t, kw = _inputs(b, net.config.in_channels, net.config.context_dim, device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
     def train_step():
