@@ -232,10 +232,17 @@ def _write_stream(out: str, chunks, *, sr: int, out_sr: int, num_samples: int) -
 def write_user_report(args, frames: ClipFrames, *, fps: float) -> str:
     """``binauralize.py --report DIR``: the listening page of one user's video: the input mono and the
     output (loudness-matched excerpts), a frame with the boxes, and the output's ILD/ITD over time."""
-    from DiffBinaural.listening import EXCERPT_SECONDS, ClipEntry, cue_only_figure, draw_still, write_page
+    from DiffBinaural.listening import (
+        EXCERPT_SECONDS,
+        LISTEN_DIR,
+        ClipEntry,
+        cue_only_figure,
+        draw_still,
+        write_page,
+    )
 
     out_dir = args.report
-    listen = os.path.join(out_dir, "listen")
+    listen = os.path.join(out_dir, LISTEN_DIR)
     os.makedirs(listen, exist_ok=True)
     data, in_sr = sf.read(args.mono, dtype="float32", always_2d=True)
     out, out_sr = sf.read(args.out, dtype="float32", always_2d=True)
@@ -247,9 +254,10 @@ def write_user_report(args, frames: ClipFrames, *, fps: float) -> str:
     figure = cue_only_figure(f"{name}: interaural cues of the output", out.T, out_sr, os.path.join(listen, "cues.png"))
     clip = ClipEntry(name, [("input (mono)", data.mean(axis=1), in_sr), (f"output ({args.renderer} renderer)", out.T,
                                                                        out_sr)], figures=[figure], still=still)
-    command = "python binauralize.py " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("binauralize.py") else ""
+    command = ("python binauralize.py " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("binauralize.py")
+               else f"binauralize {args.mono} -> {args.out}")
     page = write_page(out_dir, title=f"binauralize.py: {name}", clips=[clip], summary_rows=[], summary_head=[],
-                      commands=[c for c in (command,) if c] or [f"binauralize {args.mono} -> {args.out}"],
+                      commands=[command],
                       notes=[f"Stage 1: {args.stage1}; frames: {args.video or args.frames}"
                              + (f"; boxes: {args.boxes}" if args.boxes else "")])
     log.info("wrote %s", page)

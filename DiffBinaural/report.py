@@ -32,7 +32,7 @@ from binaural_core.mel import MelConfig, mel_numpy, read_json
 from binaural_core.mel_dir import clip_paths, read_npy
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.frames import count_frames, read_detections
-from DiffBinaural.listening import EXCERPT_SECONDS, ClipEntry, draw_still, write_page
+from DiffBinaural.listening import EXCERPT_SECONDS, LISTEN_DIR, ClipEntry, draw_still, write_page
 from DiffBinaural.utils.metrics import compute_all, frame_times, ild_series, itd_series
 from DiffBinaural.utils.validation import mel_figure
 
@@ -128,20 +128,29 @@ def write_report(args) -> str:
     names = clip_names(systems, docs, args.gt_wavs)
     cfg = MelConfig()
     os.makedirs(args.out_dir, exist_ok=True)
+    monos: dict[str, np.ndarray] = {}  # each clip's mono, read and resampled once
+
+    def mono_of(name: str) -> np.ndarray:
+        if name not in monos:
+            monos[name] = mono_signal(args, name)
+        return monos[name]
+
     mel_rows = {"model": [], "mono": []}
     if args.pred_mels and args.gt_mels:
         for name in names:
             gt = load_mels(args.gt_mels, args.split, name)
             pred = load_mels(args.pred_mels, args.split, name)
-            mono = mel_numpy(mono_signal(args, name), cfg)
+            mono = mel_numpy(mono_of(name), cfg)
             mel_rows["model"].append(mel_rmse(pred, gt))
             mel_rows["mono"].append(mel_rmse(np.stack([mono, mono]), gt))
     shown = names[: max(args.clips, args.html_clips if args.html else 0)]
+    # the detection CSV is read once for all stills (a dataset's CSV holds every clip's rows)
+    boxes = read_detections(args.boxes) if args.html and args.frames_root and args.boxes else {}
     figures, entries = [], []
     for k, name in enumerate(shown):
         gt_wav, gt_sr = clip_wav(args.gt_wavs, name, 2)
         outs = {label: clip_wav(wavs, name, 2) for label, wavs, _ in systems}
-        mono = mono_signal(args, name)
+        mono = mono_of(name)
         gt22 = at_mel_rate(gt_wav, gt_sr)
         out22 = {label: at_mel_rate(w, sr) for label, (w, sr) in outs.items()}
         if args.pred_mels and args.gt_mels:
@@ -158,7 +167,7 @@ def write_report(args) -> str:
         if k < args.clips:
             figures += [os.path.basename(f) for f in clip_figures]
         if args.html and k < args.html_clips:
-            entries.append(page_entry(args, name, gt_wav, gt_sr, outs, mono, docs, clip_figures))
+            entries.append(page_entry(args, name, gt_wav, gt_sr, outs, mono, docs, clip_figures, boxes))
     lines = summary_lines(systems, docs, names, mel_rows)
     lines += [f"![{f}]({f})" for f in figures]
     path = os.path.join(args.out_dir, "report.md")
@@ -184,24 +193,15 @@ def write_report(args) -> str:
 def mono_signal(args, name: str) -> np.ndarray:
     """(S,) mono at the mel rate: ``--mono_wavs/{name}.wav`` (down-mixed if stereo), else the GT's (L + R) / 2."""
     if args.mono_wavs:
-        path = os.path.join(args.mono_wavs, f"{name}.wav")
-        channels = sf_channels(path)
-        wav, sr = read_wav(path, channels=channels)
+        wav, sr = read_wav(os.path.join(args.mono_wavs, f"{name}.wav"), channels=None)
         return at_mel_rate(wav.mean(axis=0), sr)
     gt, sr = clip_wav(args.gt_wavs, name, 2)
     return at_mel_rate(mono_from_binaural(gt), sr)
 
 
-def sf_channels(path: str) -> int:
-    import soundfile as sf
-
-    if not os.path.isfile(path):
-        raise BadInputError(path, "file not found")
-    return sf.info(path).channels
-
-
-def page_entry(args, name, gt_wav, gt_sr, outs, mono, docs, figures) -> ClipEntry:
-    """One clip of the listening page: players, still frame, figures and per-clip metrics."""
+def page_entry(args, name, gt_wav, gt_sr, outs, mono, docs, figures, boxes) -> ClipEntry:
+    """One clip of the listening page: players, still frame, figures and per-clip metrics; ``boxes``:
+    :func:`read_detections` of ``--boxes`` (empty without it)."""
     players = [("ground truth", gt_wav, gt_sr), *[(label, w, sr) for label, (w, sr) in outs.items()],
                ("mono copy", mono, MelConfig().sampling_rate)]
     metrics = {}
@@ -215,14 +215,17 @@ def page_entry(args, name, gt_wav, gt_sr, outs, mono, docs, figures) -> ClipEntr
     metrics = {label: {k: m.get(k) for k in PAGE_METRICS} for label, m in metrics.items()}
     still = None
     if args.frames_root:
-        still = still_frame(args, name, os.path.join(args.out_dir, "listen", f"frame_{name}.png"),
+        still = still_frame(args.frames_root, name, boxes.get(name, np.zeros((0, 7))) if args.boxes else None,
+                            os.path.join(args.out_dir, LISTEN_DIR, f"frame_{name}.png"),
                             seconds=min(args.excerpt_seconds, gt_wav.shape[1] / gt_sr) / 2)
     return ClipEntry(name, players, figures=figures, still=still, metrics=metrics)
 
 
-def still_frame(args, name: str, out_path: str, *, seconds: float) -> str | None:
-    """The frame shown at ``seconds`` into the clip, with that frame's boxes (``--boxes``) drawn."""
-    folder = os.path.join(args.frames_root, name)
+def still_frame(frames_root: str, name: str, detections: np.ndarray | None, out_path: str, *,
+                seconds: float) -> str | None:
+    """The frame shown at ``seconds`` into the clip, with that frame's boxes drawn (``detections``: the
+    clip's (k, 7) rows of :func:`read_detections`; None: no boxes file)."""
+    folder = os.path.join(frames_root, name)
     if not os.path.isdir(folder) and os.path.isdir(folder + ".mp4"):
         folder += ".mp4"  # FAIR-Play: frames/{id}.mp4/
     if not os.path.isdir(folder):
@@ -230,9 +233,8 @@ def still_frame(args, name: str, out_path: str, *, seconds: float) -> str | None
     count, ext = count_frames(folder)
     index = min(max(layout.frame_index_at(seconds), 1), count)
     boxes = None
-    if args.boxes:
-        rows = read_detections(args.boxes).get(name, np.zeros((0, 7)))
-        boxes = rows[rows[:, 1] == index][:, 2:6]
+    if detections is not None:
+        boxes = detections[detections[:, 1] == index][:, 2:6]
     return draw_still(layout.frame_path(folder, index, ext), boxes, out_path)
 
 

@@ -60,8 +60,8 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return librosa.resample(wav, orig_sr=orig_sr, target_sr=target_sr, axis=-1).astype(np.float32)
 
 
-def read_wav(path: str | os.PathLike, *, channels: int) -> tuple[np.ndarray, int]:
-    """A wav at its own rate: ``((C, S) float32 in [-1, 1], sample rate)``.
+def read_wav(path: str | os.PathLike, *, channels: int | None) -> tuple[np.ndarray, int]:
+    """A wav at its own rate: ``((C, S) float32 in [-1, 1], sample rate)``; ``channels=None`` takes any count.
 
     Raises:
         BadInputError: missing, unreadable or empty file, wrong channel count, NaN or inf samples.
@@ -75,7 +75,7 @@ def read_wav(path: str | os.PathLike, *, channels: int) -> tuple[np.ndarray, int
         raise BadInputError(path, f"unreadable audio file ({type(err).__name__}: {err})") from None
     if data.shape[0] == 0:
         raise BadInputError(path, "empty audio file (0 samples)")
-    if data.shape[1] != channels:
+    if channels is not None and data.shape[1] != channels:
         raise BadInputError(path, f"expected {channels} channel(s), found {data.shape[1]}")
     if not np.all(np.isfinite(data)):
         raise BadInputError(path, "audio contains NaN or inf")

@@ -95,3 +95,19 @@ def test_chromium_loads_every_player_and_image(run, tmp_path):
     subprocess.run([CHROMIUM, *flags[:-1], f"--screenshot={shot}", "--window-size=1280,2000", url],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_mono_inputs_of_any_channel_count(tmp_path):
+    """``--mono_dir`` wavs may be mono or stereo (down-mixed): read_wav(channels=None) takes any count and
+    still refuses what is not audio."""
+    from binaural_core.audio import BadInputError, read_wav
+
+    stereo = np.stack([np.linspace(-0.5, 0.5, 800), np.zeros(800)]).astype(np.float32)
+    sf.write(tmp_path / "a.wav", stereo.T, 16000)
+    wav, sr = read_wav(tmp_path / "a.wav", channels=None)
+    assert sr == 16000 and wav.shape == (2, 800) and np.allclose(wav, stereo, atol=1e-4)
+    with pytest.raises(BadInputError, match="expected 1 channel"):
+        read_wav(tmp_path / "a.wav", channels=1)
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 3), np.float32), 16000)
+    with pytest.raises(BadInputError, match="empty audio file"):
+        read_wav(tmp_path / "empty.wav", channels=None)
