@@ -49,6 +49,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_samples", type=int, default=1,
                    help="Stage 1 samples averaged per window (the posterior mean; costs that many times the sampling)")
+    p.add_argument("--flip_tta", action=argparse.BooleanOptionalAction, default=False,
+                   help="also sample the mirrored video (--num_samples more samples, ears swapped back) and average "
+                        "all; assumes a symmetric head")
     p.add_argument("--window_hop", type=int, default=None, help="Stage 1 window stride in frames")
     p.add_argument("--window_batch", type=int, default=8, help="Stage 1 windows sampled together")
     p.add_argument("--chunk_frames", type=int, default=512, help="vocoder chunk in mel frames")

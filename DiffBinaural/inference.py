@@ -32,9 +32,11 @@ from DiffBinaural.model import (
     Stage1Model,
     clip_seed,
     denormalize_mel,
+    mirror_ears,
     normalize_mel,
     sample_mels,
 )
+from DiffBinaural.dataset.frames import mirror_visual
 from DiffBinaural.utils.overlap_add import crossfade_weights, overlap_add, pad_frames, window_starts
 
 SAMPLE_SEED_STRIDE = 104_729  # seed offset of the j-th averaged sample (a prime, away from window offsets)
@@ -44,7 +46,7 @@ SAMPLE_SEED_STRIDE = 104_729  # seed offset of the j-th averaged sample (a prime
 def generate_clip(
     model: Stage1Model, sampler, *, mono_mel: torch.Tensor, visual_fn, window: int, hop: int,
     batch_windows: int, seed: int, device: torch.device, frames: tuple[int, int] | None = None,
-    num_samples: int = 1,
+    num_samples: int = 1, flip_tta: bool = False,
 ) -> torch.Tensor:
     """Left/right ln-mels of a whole clip, or of the frames ``[f0, f1)`` of it.
 
@@ -64,6 +66,14 @@ def generate_clip(
             error is the posterior variance instead of twice it for a single sample. It costs
             ``num_samples`` times the sampling; for the phase channels the average is also a confidence
             (samples that disagree on the angle cancel to a small coherence).
+        flip_tta: test-time mirroring: also draw ``num_samples`` samples of the mirrored scene (images
+            mirrored, ``cx -> 1 - cx``, :func:`~DiffBinaural.dataset.frames.mirror_visual`), mirror
+            their outputs back (:func:`~DiffBinaural.model.mirror_ears`) and average all
+            ``2 * num_samples``. The mirrored pass sees other pixels, so its errors are less correlated
+            with the first pass's than another sample's are (README, Stage 1, measures it). Mirrored
+            sample j starts from sample j's noise, so the result is exactly mirror-equivariant.
+            Assumes a left-right symmetric head. Samples ``0 .. num_samples - 1`` are the ones drawn
+            without it.
 
     Returns:
         (C, M, f1 - f0) (default: the whole clip, T frames): ln-mels, channel 0 = left, 1 = right,
@@ -92,12 +102,21 @@ def generate_clip(
             "positions": torch.stack([v[1] for v in visual]).to(device),
             "mask": torch.stack([v[2] for v in visual]).to(device),
         }
+        mirrored = {**kwargs, **dict(zip(("frames", "positions", "mask"), mirror_visual(
+            kwargs["frames"], kwargs["positions"], kwargs["mask"])))} if flip_tta else None
+        draws = num_samples * (2 if flip_tta else 1)
         total_x = 0.0
-        for j in range(num_samples):
-            gens = [torch.Generator().manual_seed(seed * 1_000_003 + b + k + SAMPLE_SEED_STRIDE * j)
+        for j in range(draws):
+            # a mirrored sample starts from the noise of its unmirrored twin, which makes the average
+            # exactly mirror-equivariant: mirroring the video mirrors the output
+            gens = [torch.Generator().manual_seed(seed * 1_000_003 + b + k + SAMPLE_SEED_STRIDE * (j % num_samples))
                     for k in range(len(group))]
-            total_x = total_x + sample_mels(model, sampler, kwargs, generator=gens).float().cpu()
-        chunks.append(total_x / num_samples)
+            if j < num_samples:
+                x = sample_mels(model, sampler, kwargs, generator=gens)
+            else:  # the mirrored scene, its output mirrored back
+                x = mirror_ears(sample_mels(model, sampler, mirrored, generator=gens))
+            total_x = total_x + x.float().cpu()
+        chunks.append(total_x / draws)
     # windows first..last-1 are consecutive, so they cover [lo, hi) without a gap, and every frame of
     # [f0, f1) gets all of its windows in the same order as in the whole clip: the same sums
     lo, hi = starts[first], max(s + window for s in starts[first:last])
@@ -143,7 +162,7 @@ def run_inference(args, dataset_kind: str) -> None:
         info.update(checkpoint=os.path.abspath(args.weights_unet or default_weights(run_dir(args), "unet")),
                     sampler=args.sampler, steps=args.steps, eta=args.eta, guidance_scale=args.guidance_scale,
                     seed=args.seed, window=cfg["segment_frames"], window_hop=args.window_hop,
-                    num_samples=args.num_samples)
+                    num_samples=args.num_samples, flip_tta=args.flip_tta)
     dataset = build_dataset(dataset_kind, args, list_path=args.list_test, split=args.split, whole_clip=True)
     meta_path = os.path.join(args.output_dir, "meta.json")
     if os.path.exists(meta_path):
@@ -166,7 +185,8 @@ def run_inference(args, dataset_kind: str) -> None:
 
             mel = generate_clip(model, sampler, mono_mel=item["mono_mel"], visual_fn=visual_fn,
                                 window=cfg["segment_frames"], hop=args.window_hop, batch_windows=args.window_batch,
-                                seed=clip_seed(args.seed, item["name"]), device=device, num_samples=args.num_samples)
+                                seed=clip_seed(args.seed, item["name"]), device=device, num_samples=args.num_samples,
+                                flip_tta=args.flip_tta)
         write_clip(args.output_dir, args.split, item["name"], mel.numpy())
         names.append(item["name"])
     write_meta(args.output_dir, mel_cfg=mel_cfg, split=args.split, names=names, phase=with_phase, **info)

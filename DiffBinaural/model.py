@@ -14,6 +14,7 @@ import os
 import torch
 from torch import nn
 
+from binaural_core.audio import LEFT, RIGHT
 from binaural_core.checkpoint import load_strict, safe_load
 from binaural_core.interaural import PHASE_CHANNELS as INTERAURAL_CHANNELS
 from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler
@@ -64,6 +65,20 @@ def from_target(x0: torch.Tensor, mono: torch.Tensor, target: str, *,
     if target == "residual":
         mels = torch.clamp(mels / residual_scale + mono, -1.0, 1.0)
     return torch.cat([mels, x0[:, MEL_CHANNELS:].clamp(-1.0, 1.0)], dim=1)
+
+
+def mirror_ears(x: torch.Tensor) -> torch.Tensor:
+    """Stage 1 output of a scene -> the output of its left-right mirror image, (B, C, M, F) -> same.
+
+    Mirroring swaps the ears (channels 0 and 1, :data:`binaural_core.audio.LEFT` / ``RIGHT``) and
+    conjugates the interaural coherence L·conj(R) (its real part stays, its imaginary part, i.e. the
+    sign of the IPD, flips). Assumes a left-right symmetric head, as the spherical-head model and dummy
+    heads are. Works on normalised mels, residuals and ln-mels alike: it only reorders and negates.
+    """
+    out = x[:, [RIGHT, LEFT, *range(MEL_CHANNELS, x.shape[1])]].clone()
+    if x.shape[1] > MEL_CHANNELS:
+        out[:, MEL_CHANNELS + INTERAURAL_CHANNELS.index("coherence_imag")] *= -1.0
+    return out
 
 
 def clip_range(cfg: dict) -> float:

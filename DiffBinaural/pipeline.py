@@ -147,7 +147,8 @@ def binauralize(args) -> str:
                 model, sampler, mono_mel=mono_mel,
                 visual_fn=visual_fn, window=cfg["segment_frames"],
                 hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
-                seed=args.seed, device=device, frames=(m0, m1), num_samples=args.num_samples)
+                seed=args.seed, device=device, frames=(m0, m1), num_samples=args.num_samples,
+                flip_tta=args.flip_tta)
 
         def pieces():
             """Stage 1 then the renderer, piece by piece: each piece of mel is generated with the context

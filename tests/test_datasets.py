@@ -18,7 +18,9 @@ from binaural_core.mel import MelConfig, mel_spectrogram
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.base import _item_seed
 from DiffBinaural.dataset.fairplay import FairPlayDataset
+from DiffBinaural.dataset.frames import mirror_visual
 from DiffBinaural.dataset.real_binaural import RealBinauralDataset
+from DiffBinaural.model import mirror_ears
 
 CFG = MelConfig()
 SR, HOP = CFG.sampling_rate, CFG.hop_size
@@ -316,6 +318,11 @@ def test_flip_swaps_ears_and_mirrors_picture(rb_root):
         torch.testing.assert_close(b["binaural_audio"], a["binaural_audio"].flip(0))
         torch.testing.assert_close(b["binaural_mel"], a["binaural_mel"].flip(0))
         assert b["binaural_mel"][1].amax() > b["binaural_mel"][0].amax() + 3  # the tone is now on the right
+        # the training flip and the test-time one (--flip_tta) mirror the target the same way
+        target = lambda item: torch.cat([item["binaural_mel"], item["phase"]])[None]  # noqa: E731
+        torch.testing.assert_close(target(b), mirror_ears(target(a)), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(tuple(mirror_visual(a["frames"], a["positions"], a["mask"])),
+                                   (b["frames"], b["positions"], b["mask"]))
         torch.testing.assert_close(b["frames"], a["frames"].flip(-1))
         assert torch.equal(b["mask"], a["mask"])
         valid = ~a["mask"]

@@ -396,6 +396,59 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
     assert (four - eight).abs().mean() < (whole - eight).abs().mean()
 
 
+def test_flip_tta_is_mirror_equivariant():
+    """--flip_tta averages each sample with a sample of the mirrored scene mirrored back, so mirroring
+    the video mirrors the output exactly (a wrong ear swap, IPD sign or cx map breaks this); it keeps
+    the plain samples and it is another estimate than they are."""
+    from types import SimpleNamespace
+
+    from binaural_core.interaural import mels_and_phase
+    from binaural_core.mel import MelConfig
+    from DiffBinaural.dataset.frames import mirror_visual
+    from DiffBinaural.inference import generate_clip
+    from DiffBinaural.model import Stage1Model, build_sampler, mirror_ears
+    from DiffBinaural.utils.arguments import model_config, train_parser
+
+    args = train_parser("t").parse_args([
+        "--data_root", "-", "--list_train", "-", "--list_val", "-", *MICRO, "--img_size", "16", "--segment_frames", "16",
+        "--interaural_phase", "--target", "residual", "--prediction_type", "sample"])
+    cfg = model_config(args)
+    torch.manual_seed(0)
+    model = Stage1Model(cfg).eval()
+    for p in model.parameters():  # zero-initialised branches (output, cross-attention) would hide the video
+        if not p.any():
+            torch.nn.init.normal_(p, std=0.02)
+    sampler = build_sampler(cfg, SimpleNamespace(sampler="ddim", steps=2, eta=0.0, guidance_scale=1.0))
+
+    def scene(start, n):
+        g = torch.Generator().manual_seed(start)
+        mask = torch.tensor([[False, True], [False, False]])
+        return (torch.rand(2, 2, 3, 16, 16, generator=g), torch.rand(2, 2, 2, generator=g) * ~mask[..., None], mask)
+
+    # mirror_ears is the physics of swapping the ears: mels swapped, IPD (angle of L conj R) negated
+    noise = torch.randn(4000, generator=torch.Generator().manual_seed(1))
+    left, right = noise[6:], 0.5 * noise[:-6]  # left 6 samples late and louder: a large, signed IPD
+    mels, phase = mels_and_phase(torch.stack([left, right]), MelConfig())
+    swapped = torch.cat(mels_and_phase(torch.stack([right, left]), MelConfig()))[None]
+    assert phase[1].abs().amax() > 0.5
+    torch.testing.assert_close(mirror_ears(torch.cat([mels, phase])[None]), swapped, atol=1e-5, rtol=1e-4)
+
+    mono = torch.randn(1, 80, 40, generator=torch.Generator().manual_seed(0)) - 4
+    run = dict(model=model, sampler=sampler, mono_mel=mono, window=16, hop=8, batch_windows=3, seed=5,
+               device=torch.device("cpu"), num_samples=2)
+    out = generate_clip(visual_fn=scene, flip_tta=True, **run)
+    mirrored = generate_clip(visual_fn=lambda s, n: mirror_visual(*scene(s, n)), flip_tta=True, **run)
+    assert out.shape == (4, 80, 40)
+    torch.testing.assert_close(mirrored, mirror_ears(out[None])[0], atol=1e-5, rtol=1e-5)
+    assert (out[0] - out[1]).abs().amax() > 1e-3 and out[3].abs().amax() > 1e-3  # not trivially symmetric
+    plain = generate_clip(visual_fn=scene, **run)
+    assert not torch.allclose(out, plain)
+    # the average of 2 plain + 2 mirrored samples: the plain half is exactly the --no-flip_tta result
+    half = 2 * out - plain
+    torch.testing.assert_close(half[:2], mirror_ears(generate_clip(
+        visual_fn=lambda s, n: mirror_visual(*scene(s, n)), **run)[None])[0][:2], atol=1e-4, rtol=1e-4)
+
+
 def test_iter_vocode_on_frame_ranges_equals_one_call():
     from BigVGAN.bigvgan import BigVGAN, load_config
     from BigVGAN.vocode import iter_vocode, vocode

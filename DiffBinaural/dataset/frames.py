@@ -240,12 +240,23 @@ class ClipFrames:
             path = layout.frame_path(self.frames_dir, frame, self.ext)
             used = read_sources(path, self.boxes.get(frame), images[k], positions[k])
             mask[k, :used] = False
-        if flip:
-            images = images[:, :, :, ::-1]
-            positions[..., 0] = np.where(mask, 0.0, 1.0 - positions[..., 0])
-        frames = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 1, 4, 2, 3)
+        frames = torch.from_numpy(images).permute(0, 1, 4, 2, 3)
         frames = frames.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
-        return frames, torch.from_numpy(positions), torch.from_numpy(mask)
+        inputs = frames, torch.from_numpy(positions), torch.from_numpy(mask)
+        return mirror_visual(*inputs) if flip else inputs
+
+
+def mirror_visual(frames: torch.Tensor, positions: torch.Tensor,
+                  mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The visual inputs of the left-right mirrored scene: every image mirrored, ``cx -> 1 - cx`` in
+    the valid slots (padded slots keep position 0).
+
+    Shapes (any leading dims ``...``, e.g. (L, N) or (B, L, N)): ``frames`` (..., 3, P, P),
+    ``positions`` (..., 2), ``mask`` (...) with True = padded. The training flip (``--flip_aug``) and the
+    test-time flip (``--flip_tta``) both use this, with the ears swapped by the caller.
+    """
+    cx = torch.where(mask, torch.zeros_like(positions[..., 0]), 1.0 - positions[..., 0])
+    return frames.flip(-1), torch.stack([cx, positions[..., 1]], dim=-1), mask
 
 
 def open_clip_frames(frames_dir: str, *, name: str, max_sources: int, detections: tuple[str, np.ndarray] | None = None

@@ -134,6 +134,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num_samples", type=int, default=1,
                    help="inference: average this many samples per window (the posterior mean: lower RMSE, smoother "
                         "gains; costs that many times the sampling); validation always draws one")
+    g.add_argument("--flip_tta", action=argparse.BooleanOptionalAction, default=False,
+                   help="inference: also sample the left-right mirrored video (--num_samples more samples, ears "
+                        "swapped back) and average all; assumes a symmetric head")
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
