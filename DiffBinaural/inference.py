@@ -27,6 +27,7 @@ import torch
 from binaural_core.audio import BadInputError
 from binaural_core.mel import MelConfig
 from binaural_core.mel_dir import PHASE_SUBDIR, write_clip, write_meta
+from DiffBinaural.dataset.frames import mirror_visual
 from DiffBinaural.model import (
     MEL_CHANNELS,
     Stage1Model,
@@ -36,7 +37,6 @@ from DiffBinaural.model import (
     normalize_mel,
     sample_mels,
 )
-from DiffBinaural.dataset.frames import mirror_visual
 from DiffBinaural.utils.overlap_add import crossfade_weights, overlap_add, pad_frames, window_starts
 
 SAMPLE_SEED_STRIDE = 104_729  # seed offset of the j-th averaged sample (a prime, away from window offsets)
