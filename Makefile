@@ -40,24 +40,27 @@ lint: $(STAMP)
 DEMO ?= runs/demo
 D := $(DEMO)/data
 TINY1 := --config tiny  # DiffBinaural/configs/tiny.json: the CPU demo size (with --interaural_phase)
-DEMO_CLIPS ?= 1200
-DEMO_SPLIT ?= 0.95 0.025 0.025  # train / val / test: 1140 / 30 / 30 clips of DEMO_CLIPS = 1200
+DEMO_CLIPS ?= 2400
+DEMO_SECONDS ?= 2
+DEMO_SPLIT ?= 0.95 0.025 0.025  # train / val / test: 2280 / 60 / 60 clips of DEMO_CLIPS = 2400
 DEMO_STEPS ?= 1950
+# Stage 1 samples per test window: 2, and 2 more of the mirrored video (--flip_tta)
+DEMO_SAMPLING := --steps 5 --num_samples 2 --flip_tta
 SPLITS := --data_root $(D) --ckpt $(DEMO)/ckpt --id stage1 --workers 1
 VOC := --config BigVGAN/configs/bigvgan_tiny.json --audio_dir $(D)/processed/binaural_audios_22050Hz \
 	--batch_size_per_gpu 4 --workers 1 --num_val 2 --segment_size 8192 --summary_interval 25
 
 demo: $(STAMP)
 	@echo "== 1/6 synthetic dataset"
-	$(PY) -m DiffBinaural.dataset.synthetic --out $(D) --num_clips $(DEMO_CLIPS) --seconds 4 --seed 0 \
+	$(PY) -m DiffBinaural.dataset.synthetic --out $(D) --num_clips $(DEMO_CLIPS) --seconds $(DEMO_SECONDS) --seed 0 \
 		--split_fractions $(DEMO_SPLIT) --overwrite
 	@echo "== 2/6 Stage 1 training (tiny model, CPU, with interaural phase)"
 	$(PY) DiffBinaural/train_realBinaural.py $(SPLITS) $(TINY1) --list_train $(D)/splits/train.csv \
 		--list_val $(D)/splits/val.csv --batch_size_per_gpu 8 --num_epoch 1000 --max_steps $(DEMO_STEPS) --lr_unet 1e-3 --lr_frame 1e-3 \
 		--eval_epoch 10 --num_val 16 --steps 10 --disp_iter 100
 	@echo "== 3/6 Stage 1 mels and interaural phase of the test clips (predicted, and ground truth)"
-	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode test --list_test $(D)/splits/test.csv --steps 5 \
-		--num_samples 4 --output_dir $(DEMO)/mels_pred
+	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode test --list_test $(D)/splits/test.csv $(DEMO_SAMPLING) \
+		--output_dir $(DEMO)/mels_pred
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode gt --list_test $(D)/splits/test.csv \
 		--output_dir $(DEMO)/mels_gt
 	@echo "== 4/6 vocoder on ground-truth mels (the seed's Stage 2; a CPU can train it only briefly)"
@@ -88,7 +91,7 @@ demo: $(STAMP)
 		--system "renderer on GT mels + phase (ceiling)=$(DEMO)/wav_renderer_gt:$(DEMO)/metrics_renderer_gt.json" \
 		--pred_mels $(DEMO)/mels_pred --gt_mels $(DEMO)/mels_gt --gt_wavs $(D)/processed/binaural_audios_22050Hz \
 		--mono_wavs $(D)/processed/mono_audios_22050Hz --html --frames_root $(D)/processed/frames \
-		--boxes $(D)/action_detection_results/detection_results.csv --command "make demo (DEMO_CLIPS=$(DEMO_CLIPS), DEMO_STEPS=$(DEMO_STEPS)); the steps: make -n demo"
+		--boxes $(D)/action_detection_results/detection_results.csv --command "make demo (DEMO_CLIPS=$(DEMO_CLIPS), DEMO_SECONDS=$(DEMO_SECONDS), DEMO_STEPS=$(DEMO_STEPS)); the steps: make -n demo"
 
 clean:
 	rm -rf .venv .pytest_cache build *.egg-info
