@@ -40,9 +40,9 @@ lint: $(STAMP)
 DEMO ?= runs/demo
 D := $(DEMO)/data
 TINY1 := --config tiny  # DiffBinaural/configs/tiny.json: the CPU demo size (with --interaural_phase)
-DEMO_CLIPS ?= 2400
-DEMO_SECONDS ?= 2
-DEMO_SPLIT ?= 0.95 0.025 0.025  # train / val / test: 2280 / 60 / 60 clips of DEMO_CLIPS = 2400
+DEMO_CLIPS ?= 1200
+DEMO_SECONDS ?= 4
+DEMO_SPLIT ?= 0.95 0.025 0.025  # train / val / test: 1140 / 30 / 30 clips of DEMO_CLIPS = 1200
 DEMO_STEPS ?= 1950
 # Stage 1 samples per test window: 2, and 2 more of the mirrored video (--flip_tta)
 DEMO_SAMPLING := --steps 5 --num_samples 2 --flip_tta

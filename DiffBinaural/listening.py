@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from binaural_core.audio import resample, save_wav
+from binaural_core.runtime import cpu_name
 
 EXCERPT_SECONDS = 10.0
 PLAYER_PEAK = 0.95  # every excerpt's peak after normalisation (headroom for 16-bit rounding)
@@ -81,17 +82,6 @@ def draw_still(frame_path: str, boxes: np.ndarray | None, out_path: str, *, max_
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     rgb.save(out_path)
     return out_path
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return cpu
 
 
 def machine() -> str:

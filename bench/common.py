@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from DiffBinaural.listening import cpu_name
+from binaural_core.runtime import cpu_name
 
 
 def machine() -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,18 @@ import torch
 import torch.distributed as dist
 
 from binaural_core import distributed as du
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), for the machine line beside any
+    speed figure (bench, listening page)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return cpu
 
 
 # --- logging -------------------------------------------------------------------------------------
