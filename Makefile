@@ -43,7 +43,7 @@ TINY1 := --config tiny  # DiffBinaural/configs/tiny.json: the CPU demo size (wit
 DEMO_CLIPS ?= 1200
 DEMO_SECONDS ?= 4
 DEMO_SPLIT ?= 0.95 0.025 0.025  # train / val / test: 1140 / 30 / 30 clips of DEMO_CLIPS = 1200
-DEMO_STEPS ?= 1950
+DEMO_STEPS ?= 1850
 # Stage 1 samples per test window: 2, and 2 more of the mirrored video (--flip_tta)
 DEMO_SAMPLING := --steps 5 --num_samples 2 --flip_tta
 SPLITS := --data_root $(D) --ckpt $(DEMO)/ckpt --id stage1 --workers 1
@@ -65,29 +65,26 @@ demo: $(STAMP)
 		--output_dir $(DEMO)/mels_gt
 	@echo "== 4/6 vocoder on ground-truth mels (the seed's Stage 2; a CPU can train it only briefly)"
 	$(PY) BigVGAN/train_binaural_mel.py $(VOC) --checkpoint_path $(DEMO)/vocoder --train_list $(D)/splits/train.csv \
-		--val_list $(D)/splits/val.csv --max_steps 100 --checkpoint_interval 100 --validation_interval 100
+		--val_list $(D)/splits/val.csv --max_steps 50 --checkpoint_interval 50 --validation_interval 50
 	@echo "== 5/6 render the test clips: mono renderer (predicted, and GT mels + phase), vocoder; one clip with binauralize.py"
 	$(PY) DiffBinaural/render.py --mel_dir $(DEMO)/mels_pred --split test --mono_dir $(D)/processed/mono_audios_22050Hz \
 		--output_dir $(DEMO)/wav_mono_renderer
 	$(PY) DiffBinaural/render.py --mel_dir $(DEMO)/mels_gt --split test --mono_dir $(D)/processed/mono_audios_22050Hz \
 		--output_dir $(DEMO)/wav_renderer_gt
-	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000100 --mel_left_dir $(DEMO)/mels_pred/left/test \
+	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000050 --mel_left_dir $(DEMO)/mels_pred/left/test \
 		--mel_right_dir $(DEMO)/mels_pred/right/test --output_dir $(DEMO)/wav_vocoder
-	$(PY) BigVGAN/inference.py --checkpoint_file $(DEMO)/vocoder/g_00000100 --mel_left_dir $(DEMO)/mels_pred/left/test \
-		--mel_right_dir $(DEMO)/mels_pred/right/test --output_dir $(DEMO)/wav_vocoder_no_ipd --no-phase
 	name=$$(sed -n 2p $(D)/splits/test.csv); \
 	awk -F, -v n="$$name" 'NR == 1 || $$1 == n' $(D)/action_detection_results/detection_results.csv > $(DEMO)/boxes.csv; \
 	$(PY) binauralize.py --mono $(D)/processed/mono_audios_22050Hz/$$name.wav --frames $(D)/processed/frames/$$name \
 		--boxes $(DEMO)/boxes.csv --stage1 $(DEMO)/ckpt/stage1 --steps 10 --out $(DEMO)/binauralized_$$name.wav \
 		--report $(DEMO)/binauralized_report
 	@echo "== 6/6 evaluate and report (runs/demo/report.md, and the listening page runs/demo/report.html)"
-	for sys in mono_renderer vocoder vocoder_no_ipd renderer_gt; do \
+	for sys in mono_renderer vocoder renderer_gt; do \
 		$(PY) DiffBinaural/evaluate.py --pred_dir $(DEMO)/wav_$$sys --gt_dir $(D)/processed/binaural_audios_22050Hz \
 			--out $(DEMO)/metrics_$$sys.json --workers 2 || exit 1; \
 	done
 	$(PY) -m DiffBinaural.report --out_dir $(DEMO) --system "mono renderer=$(DEMO)/wav_mono_renderer:$(DEMO)/metrics_mono_renderer.json" \
 		--system "vocoder + IPD=$(DEMO)/wav_vocoder:$(DEMO)/metrics_vocoder.json" \
-		--system "vocoder, no IPD=$(DEMO)/wav_vocoder_no_ipd:$(DEMO)/metrics_vocoder_no_ipd.json" \
 		--system "renderer on GT mels + phase (ceiling)=$(DEMO)/wav_renderer_gt:$(DEMO)/metrics_renderer_gt.json" \
 		--pred_mels $(DEMO)/mels_pred --gt_mels $(DEMO)/mels_gt --gt_wavs $(D)/processed/binaural_audios_22050Hz \
 		--mono_wavs $(D)/processed/mono_audios_22050Hz --html --frames_root $(D)/processed/frames \
