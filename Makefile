@@ -43,9 +43,9 @@ TINY1 := --config tiny  # DiffBinaural/configs/tiny.json: the CPU demo size (wit
 DEMO_CLIPS ?= 1200
 DEMO_SECONDS ?= 4
 DEMO_SPLIT ?= 0.95 0.025 0.025  # train / val / test: 1140 / 30 / 30 clips of DEMO_CLIPS = 1200
-DEMO_STEPS ?= 1850
-# Stage 1 samples per test window: 2, and 2 more of the mirrored video (--flip_tta)
-DEMO_SAMPLING := --steps 5 --num_samples 2 --flip_tta
+DEMO_STEPS ?= 1700
+# Stage 1 samples per test window: 2, and 2 more of the mirrored video (--flip_tta); all of a clip's windows in one batch
+DEMO_SAMPLING := --steps 5 --num_samples 2 --flip_tta --window_batch 24
 SPLITS := --data_root $(D) --ckpt $(DEMO)/ckpt --id stage1 --workers 1
 VOC := --config BigVGAN/configs/bigvgan_tiny.json --audio_dir $(D)/processed/binaural_audios_22050Hz \
 	--batch_size_per_gpu 4 --workers 1 --num_val 2 --segment_size 8192 --summary_interval 25
