@@ -102,8 +102,9 @@ def generate_clip(
             "positions": torch.stack([v[1] for v in visual]).to(device),
             "mask": torch.stack([v[2] for v in visual]).to(device),
         }
-        mirrored = {**kwargs, **dict(zip(("frames", "positions", "mask"), mirror_visual(
-            kwargs["frames"], kwargs["positions"], kwargs["mask"])))} if flip_tta else None
+        if flip_tta:
+            frames_m, positions_m, mask_m = mirror_visual(kwargs["frames"], kwargs["positions"], kwargs["mask"])
+            mirrored = {**kwargs, "frames": frames_m, "positions": positions_m, "mask": mask_m}
         draws = num_samples * (2 if flip_tta else 1)
         total_x = 0.0
         for j in range(draws):

@@ -34,7 +34,7 @@ from binaural_core import distributed as du
 from binaural_core.checkpoint import atomic_save, safe_load
 from binaural_core.runtime import StepTimer, TrainingLoop, run_workers, setup_logging
 from DiffBinaural.dataset import build_dataset
-from DiffBinaural.model import Stage1Model, batch_inputs, build_diffusion, build_sampler
+from DiffBinaural.model import Stage1Model, batch_inputs, build_sampler
 from DiffBinaural.utils.arguments import load_model_config, model_config, run_dir, save_model_config
 from DiffBinaural.utils.ema import EMA
 from DiffBinaural.utils.validation import log_validation, validate
@@ -107,8 +107,8 @@ class Stage1Trainer(TrainingLoop):
         if device.type != "cuda":
             self.amp_dtype = None  # autocast is a CUDA feature here; CPU runs in fp32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.diffusion = build_diffusion(self.cfg)
         self.val_sampler = build_sampler(self.cfg, args)
+        self.diffusion = self.val_sampler.diffusion  # one process object for training and validation
         # The diffusion's t, noise and condition-dropout draws: one generator per rank, saved on resume.
         self.gen = torch.Generator().manual_seed(args.seed * 1009 + self.rank)
 
