@@ -33,6 +33,7 @@ from DiffBinaural.model import (
     Stage1Model,
     clip_seed,
     denormalize_mel,
+    encode_conditions,
     mirror_ears,
     normalize_mel,
     sample_mels,
@@ -102,9 +103,11 @@ def generate_clip(
             "positions": torch.stack([v[1] for v in visual]).to(device),
             "mask": torch.stack([v[2] for v in visual]).to(device),
         }
+        conditions = encode_conditions(model, kwargs)  # once per batch, whatever the number of samples
         if flip_tta:
             frames_m, positions_m, mask_m = mirror_visual(kwargs["frames"], kwargs["positions"], kwargs["mask"])
-            mirrored = {**kwargs, "frames": frames_m, "positions": positions_m, "mask": mask_m}
+            mirrored = encode_conditions(model, {**kwargs, "frames": frames_m, "positions": positions_m,
+                                                 "mask": mask_m})
         draws = num_samples * (2 if flip_tta else 1)
         total_x = 0.0
         for j in range(draws):
@@ -113,7 +116,7 @@ def generate_clip(
             gens = [torch.Generator().manual_seed(seed * 1_000_003 + b + k + SAMPLE_SEED_STRIDE * (j % num_samples))
                     for k in range(len(group))]
             if j < num_samples:
-                x = sample_mels(model, sampler, kwargs, generator=gens)
+                x = sample_mels(model, sampler, conditions, generator=gens)
             else:  # the mirrored scene, its output mirrored back
                 x = mirror_ears(sample_mels(model, sampler, mirrored, generator=gens))
             total_x = total_x + x.float().cpu()

@@ -18,7 +18,7 @@ from binaural_core.audio import LEFT, RIGHT
 from binaural_core.checkpoint import load_strict, safe_load
 from binaural_core.interaural import PHASE_CHANNELS as INTERAURAL_CHANNELS
 from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler
-from DiffBinaural.modules.unet import UNet, UNetConfig
+from DiffBinaural.modules.unet import UNetConfig, build_unet
 from DiffBinaural.modules.visual_encoder import VisualEncoder
 from DiffBinaural.utils.arguments import load_model_config
 
@@ -105,7 +105,7 @@ class Stage1Model(nn.Module):
             backbone=cfg["arch_frame"], dim=cfg["context_dim"], pretrained=cfg["pretrained_frame"],
             num_frames=cfg["num_frames"], image_size=cfg["img_size"],
         )
-        self.unet = UNet(**unet_config(cfg).__dict__)
+        self.unet = build_unet(unet_config(cfg))
 
     def encode(self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> dict:
         """Visual tokens for the UNet: ``context`` (B, L·N, D) and ``context_mask`` (B, L·N)."""
@@ -186,16 +186,24 @@ def clip_seed(seed: int, name: str) -> int:
 
 
 @torch.no_grad()
+def encode_conditions(model: Stage1Model, kwargs: dict) -> dict:
+    """The UNet's conditions of a batch (:func:`batch_inputs`' kwargs): ``mono_mel`` and the visual
+    tokens ``context`` (B, L·N, D) / ``context_mask`` (B, L·N). Encode once, then sample as often as
+    wanted: the tokens do not depend on the noise (with a CLIP or ResNet backbone they cost more than a
+    DDIM step of the tiny UNet)."""
+    return {"mono_mel": kwargs["mono_mel"], **model.encode(kwargs["frames"], kwargs["positions"], kwargs["mask"])}
+
+
+@torch.no_grad()
 def sample_mels(
-    model: Stage1Model, sampler: Sampler, kwargs: dict, *, generator: torch.Generator | list | None = None,
+    model: Stage1Model, sampler: Sampler, conditions: dict, *, generator: torch.Generator | list | None = None,
 ) -> torch.Tensor:
     """Normalised binaural mels (B, 2, M, F) in [-1, 1] by DDIM/DPM-Solver++, followed by the phase
-    channels when the model predicts them (B, 4, M, F); visual tokens computed once."""
-    unet_kwargs = {"mono_mel": kwargs["mono_mel"], **model.encode(kwargs["frames"], kwargs["positions"], kwargs["mask"])}
-    shape = (kwargs["mono_mel"].shape[0], num_channels(model.cfg), *kwargs["mono_mel"].shape[2:])
-    x0 = sampler.sample(model.unet, shape, model_kwargs=unet_kwargs, generator=generator,
-                        device=kwargs["mono_mel"].device)
-    return from_target(x0, kwargs["mono_mel"], model.cfg["target"], residual_scale=model.cfg["residual_scale"])
+    channels when the model predicts them (B, 4, M, F); ``conditions`` from :func:`encode_conditions`."""
+    mono = conditions["mono_mel"]
+    shape = (mono.shape[0], num_channels(model.cfg), *mono.shape[2:])
+    x0 = sampler.sample(model.unet, shape, model_kwargs=conditions, generator=generator, device=mono.device)
+    return from_target(x0, mono, model.cfg["target"], residual_scale=model.cfg["residual_scale"])
 
 
 def load_stage1(

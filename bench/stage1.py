@@ -24,7 +24,7 @@ import torch
 from common import machine
 
 from DiffBinaural.model import unet_config
-from DiffBinaural.modules.unet import UNet
+from DiffBinaural.modules.unet import UNet, build_unet
 from DiffBinaural.utils.arguments import model_config, train_parser
 
 # size -> named preset (DiffBinaural/configs/{preset}.json): the UNet is built exactly as training builds it
@@ -35,7 +35,7 @@ def preset_unet(size: str) -> UNet:
     """The UNet of a preset, with its channels (4 with the tiny preset's interaural phase), dropout and widths."""
     args = train_parser("bench").parse_args(["--config", SIZES[size], "--data_root", ".", "--list_train", "-",
                                              "--list_val", "-"])
-    return UNet(**unet_config(model_config(args)).__dict__)
+    return build_unet(unet_config(model_config(args)))
 M = F = 80
 TOKENS = 15  # 3 frames x 5 sources
 

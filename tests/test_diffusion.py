@@ -394,6 +394,17 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
     # averaging shrinks the sample-to-sample spread: the mean of 4 lies closer to the mean of 8 than one sample does
     four, eight = generate_clip(**run, num_samples=4), generate_clip(**run, num_samples=8)
     assert (four - eight).abs().mean() < (whole - eight).abs().mean()
+    # the visual tokens are encoded once per window batch (twice with --flip_tta), whatever the samples
+    from DiffBinaural.utils.overlap_add import window_starts
+
+    batches = -(-len(window_starts(75, window=16, hop=8)) // 3)
+    calls = []
+    hook = model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    generate_clip(**run, num_samples=3)
+    assert len(calls) == batches > 1
+    generate_clip(**run, num_samples=3, flip_tta=True)
+    hook.remove()
+    assert len(calls) == 3 * batches
 
 
 def test_flip_tta_is_mirror_equivariant():

@@ -57,7 +57,7 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
     Returns (metrics, vis) where vis holds up to ``num_vis`` dicts of numpy (2, M, F) ``gt``/``pred``
     mels for plotting (this rank's first clips).
     """
-    from DiffBinaural.model import MEL_CHANNELS, batch_inputs, clip_seed, sample_mels
+    from DiffBinaural.model import MEL_CHANNELS, batch_inputs, clip_seed, encode_conditions, sample_mels
 
     model.eval()
     # Rank r takes items r, r + W, r + 2W, ...: every item exactly once over the ranks. (A
@@ -74,7 +74,7 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
         # noise seeded by each clip's name: the same clips get the same noise every validation, on
         # any number of ranks, with any batch size
         gen = [torch.Generator().manual_seed(clip_seed(seed, name)) for name in batch["name"]]
-        out = sample_mels(model, sampler, kwargs, generator=gen)
+        out = sample_mels(model, sampler, encode_conditions(model, kwargs), generator=gen)
         pred = denormalize_mel(out[:, :MEL_CHANNELS])
         if has_phase:
             gt_phase = batch["phase"].to(device)
