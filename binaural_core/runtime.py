@@ -24,6 +24,7 @@ A trainer subclasses :class:`TrainingLoop` and keeps only what is its own: what 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import platform
 import sys
@@ -253,10 +254,18 @@ class StepTimer:
 # --- launch --------------------------------------------------------------------------------------
 def _worker(args: Any, build: Callable[[Any, torch.device], TrainingLoop]) -> None:
     device = du.setup()
+    loop = None
     try:
-        build(args, device).fit()
+        loop = build(args, device)
+        loop.fit()
         du.barrier()  # every rank is done before any tears the process group down
     finally:
+        # The trainers sit in reference cycles, so without a collection their DDP wrapper, which holds
+        # the process group, outlives destroy_process_group; the group was then freed during interpreter
+        # shutdown, and gloo's threads aborted the rank now and then ("terminate called without an
+        # active exception", SIGABRT, after a finished run).
+        del loop
+        gc.collect()
         du.cleanup()
 
 

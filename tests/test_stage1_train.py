@@ -99,6 +99,43 @@ def test_two_cpu_workers_stay_in_sync(data, tmp_path):
     assert not torch.equal(state["rng"][0]["diffusion"], state["rng"][1]["diffusion"])
 
 
+def test_a_worker_frees_its_training_loop_before_the_process_group(monkeypatch):
+    """The trainers sit in reference cycles; a rank must free its loop (and the DDP wrapper holding the
+    process group) before destroy_process_group, or the group dies in interpreter shutdown, where gloo's
+    threads abort the process now and then (SIGABRT after a finished 2-rank run)."""
+    import gc
+    import weakref
+
+    from binaural_core import distributed as du
+    from binaural_core import runtime
+
+    refs, alive_at_cleanup = [], []
+
+    class Loop:
+        def __init__(self) -> None:
+            self.me = self  # a reference cycle, as the trainers have
+
+        def fit(self) -> None:
+            pass
+
+    def build(args, device):
+        loop = Loop()
+        refs.append(weakref.ref(loop))
+        return loop
+
+    monkeypatch.setattr(du, "setup", lambda: torch.device("cpu"))
+    monkeypatch.setattr(du, "barrier", lambda: None)
+    monkeypatch.setattr(du, "cleanup", lambda: alive_at_cleanup.append(refs[0]() is not None))
+    enabled = gc.isenabled()
+    gc.disable()  # no automatic collection may hide a leftover cycle
+    try:
+        runtime._worker(None, build=build)
+    finally:
+        if enabled:
+            gc.enable()
+    assert alive_at_cleanup == [False]
+
+
 def test_test_script_writes_full_length_mels(data, tmp_path):
     run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
     from DiffBinaural.inference import run_inference
