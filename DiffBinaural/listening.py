@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from binaural_core.audio import resample, save_wav
-from binaural_core.runtime import cpu_name
+from binaural_core.runtime import machine
 
 EXCERPT_SECONDS = 10.0
 PLAYER_PEAK = 0.95  # every excerpt's peak after normalisation (headroom for 16-bit rounding)
@@ -84,12 +84,11 @@ def draw_still(frame_path: str, boxes: np.ndarray | None, out_path: str, *, max_
     return out_path
 
 
-def machine() -> str:
-    """The machine in one line (CPU, cores, GPU, torch)."""
+def software() -> str:
+    """torch and Python versions, for the page's machine line (:func:`binaural_core.runtime.machine`)."""
     import torch
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu_name()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    return f"torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def _table(rows: list[list[str]], head: list[str]) -> str:
@@ -136,7 +135,7 @@ def write_page(out_dir: str, *, title: str, clips: list[ClipEntry], summary_rows
     body += [f"<p>{html.escape(n)}</p>" for n in notes]
     if summary_rows:
         body += ["<h2>Metrics</h2>", _table(summary_rows, summary_head)]
-    body += ["<h2>Machine</h2>", f"<p>{html.escape(machine())}</p>", "<h2>Commands</h2>",
+    body += ["<h2>Machine</h2>", f"<p>{html.escape(machine() + '; ' + software())}</p>", "<h2>Commands</h2>",
              "<pre>" + html.escape("\n".join(commands)) + "</pre>"]
     for clip in clips:
         body.append(f'<section><h2>{html.escape(clip.name)}</h2><div class="row">')

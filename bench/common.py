@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-import torch
-
-from binaural_core.runtime import cpu_name
-
-
-def machine() -> str:
-    """CPU model and core count (and the GPU when there is one): printed beside every figure."""
-    cpu = cpu_name()
-    # the vector ISA that oneDNN and torch.compile use here (AVX512 / AVX2 / ...): speed ratios depend on it
-    text = (f"{cpu}, {os.cpu_count()} CPU cores, {torch.backends.cpu.get_cpu_capability()}, "
-            f"torch threads {torch.get_num_threads()}")
-    if torch.cuda.is_available():
-        text = f"{torch.cuda.get_device_name(0)}; {text}"
-    return text
+from binaural_core.runtime import machine  # noqa: F401  (the bench scripts import it from here)
 
 
 def peak_cpu_tensor_mb(fn) -> tuple[float, object]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import platform
 import sys
 import time
@@ -49,6 +50,17 @@ def cpu_name() -> str:
     except (OSError, StopIteration):
         pass
     return cpu
+
+
+def machine() -> str:
+    """CPU model, core count, the vector ISA torch uses and its threads (and the GPU when there is one):
+    the one machine line printed beside every speed figure (bench) and on the listening page."""
+    # the ISA that oneDNN and torch.compile use here (AVX512 / AVX2 / ...): speed ratios depend on it
+    text = (f"{cpu_name()}, {os.cpu_count()} CPU cores, {torch.backends.cpu.get_cpu_capability()}, "
+            f"torch threads {torch.get_num_threads()}")
+    if torch.cuda.is_available():
+        text = f"{torch.cuda.get_device_name(0)}; {text}"
+    return text
 
 
 # --- logging -------------------------------------------------------------------------------------
