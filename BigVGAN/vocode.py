@@ -10,10 +10,12 @@ chunk grid, which makes piece-by-piece vocoding equal one pass.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import torch
 
+from binaural_core.audio import BadInputError
 from binaural_core.checkpoint import load_strict, safe_load
 from binaural_core.mel import MelConfig
 
@@ -29,16 +31,44 @@ def load_generator(checkpoint_file: str, *, config: str | None = None, device: s
     """
     from BigVGAN.bigvgan import BigVGAN, load_config
 
+    state = generator_state(checkpoint_file)  # before the config: a wrong file is named for what it is
     config = config or os.path.join(os.path.dirname(os.path.abspath(checkpoint_file)), "config.json")
     h = load_config(config)
     generator = BigVGAN(h)
-    state = safe_load(checkpoint_file, "cpu")
-    state = state.get("generator", state) if isinstance(state, dict) else state
     load_strict(generator, state, checkpoint_file, config=config)
     generator.remove_weight_norm()
     generator.compile_activations(compile)
     generator.pack_convolutions(pack)
     return generator.eval().to(device), h, MelConfig.from_dict(dict(h), source=config)
+
+
+def generator_state(checkpoint_file: str) -> dict:
+    """The generator's state_dict of a ``g_XXXXXXXX`` (``{"generator": ...}``) or ``bigvgan_generator.pt``
+    file; any other checkpoint is one line saying what it is (Stage 1 weights, a ``do_`` file)."""
+    state = safe_load(checkpoint_file, "cpu")
+    if isinstance(state, dict) and isinstance(state.get("generator"), dict):
+        return state["generator"]
+    keys = list(state) if isinstance(state, dict) else []
+    if any(k.startswith("conv_pre.") for k in keys):  # every BigVGAN generator starts with conv_pre
+        return state
+    if {"mpd", "optim_g"} & set(keys) or any(k.startswith("mpd.") for k in keys):
+        what = "a vocoder discriminator/optimizer checkpoint (do_XXXXXXXX)"
+    elif any(k.startswith(("time_embed.", "backbone.")) or k in ("mono_null", "null_token") for k in keys) \
+            or _stage1_config_beside(checkpoint_file):
+        what = "a Stage 1 checkpoint (UNet or visual encoder weights)"
+    else:
+        what = "a checkpoint without conv_pre.* weights"
+    raise BadInputError(checkpoint_file, f"{what}, not a vocoder generator: pass a g_XXXXXXXX or "
+                                         "bigvgan_generator.pt file (with the vocoder's config.json beside it)")
+
+
+def _stage1_config_beside(checkpoint_file: str) -> bool:
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint_file)), "config.json")
+    try:
+        with open(path) as f:
+            return "unet_channels" in json.load(f)
+    except (OSError, ValueError):
+        return False
 
 
 def add_speed_flags(p: argparse.ArgumentParser) -> None:

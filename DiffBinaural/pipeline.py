@@ -1,16 +1,14 @@
-"""Binauralize a user's mono recording and video end to end (Stage 1 + a renderer); used by ``binauralize.py``.
+"""The steps of binauralizing one input, below :class:`DiffBinaural.binauralizer.Binauralizer`.
 
-Steps: read the mono audio (any rate and channel count: down-mixed, resampled to 22050 Hz), refuse
-silent or clipped input, decode the video with PyAV at the model's frame rate into a temporary
-folder (or use a given frames folder: .jpg/.jpeg/.png), check the user's detection boxes (clipped to
-the image; errors name the user's CSV and line) and build the visual inputs with the datasets' own
-code (:class:`DiffBinaural.dataset.frames.ClipFrames`), then, piece by piece (``--stream_frames``), generate the left/right mels (and interaural phase) with
-sliding windows (:func:`DiffBinaural.inference.generate_clip` on a frame range) and render them
-straight into the output file: with the mono renderer (``--renderer mono``, :mod:`DiffBinaural.renderer`:
-the mono's own STFT scaled and rotated) or the vocoder (``--renderer vocoder``: BigVGAN per ear, in
-chunks, then the predicted interaural phase). The pieces use the whole clip's windows, noise seeds and vocoder chunks, so the
-output does not depend on the piece size, and memory grows only with the input audio and its mono
-mel (~0.1 MB per second), not with the generated mels. The output has exactly the input's duration.
+Input checks (:func:`check_mono`: silent, clipped, NaN input is one line naming the source), the
+visual source (:func:`open_visual_source`: a frames folder, or the video decoded with PyAV at the
+model's frame rate, plus the user's boxes checked with the datasets' own code,
+:class:`DiffBinaural.dataset.frames.ClipFrames`), the renderers applied piece by piece
+(:func:`render_piece`: the mono's own STFT scaled and rotated, :mod:`DiffBinaural.renderer`;
+:func:`vocode_piece`: BigVGAN per ear in chunks, then the predicted interaural phase), and the sinks
+(:func:`resampled_blocks` then a wav file or an array). The pieces use the whole clip's windows, noise
+seeds and vocoder chunks, so the output does not depend on the piece size, and memory grows only with
+the input audio and its mono mel (~0.1 MB per second), not with the generated mels.
 """
 
 from __future__ import annotations
@@ -18,9 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 import soundfile as sf
@@ -29,41 +25,60 @@ import torch
 from binaural_core.atomic import atomic_output
 from binaural_core.audio import BadInputError, resample
 from DiffBinaural.dataset import layout
-from DiffBinaural.dataset.frames import ClipError, ClipFrames, open_clip_frames, read_detections
+from DiffBinaural.dataset.frames import ClipError, ClipFrames, open_clip_frames
+from DiffBinaural.utils.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger("DiffBinaural")
 SILENCE_PEAK = 1e-4  # -80 dBFS: nothing to spatialise
 CLIP_LEVEL, CLIP_FRACTION = 0.999, 1e-3  # more than 0.1 % of samples at full scale = clipped recording
 
 
+def check_mono(data: np.ndarray, source: str | None) -> np.ndarray:
+    """``(C, S)`` or ``(S,)`` float audio → its ``(S,)`` down-mix, refusing what cannot be binauralized
+    (empty, NaN/inf, silent, clipped) in one line naming ``source``."""
+    data = np.asarray(data, dtype=np.float32)
+    data = data[None] if data.ndim == 1 else data
+    if data.ndim != 2 or data.shape[-1] == 0:
+        raise BadInputError(source, "empty audio (0 samples)" if data.ndim == 2 else
+                                    f"audio must be (samples,) or (channels, samples), got shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise BadInputError(source, "audio contains NaN or inf")
+    peak = float(np.abs(data).max())
+    if peak < SILENCE_PEAK:
+        raise BadInputError(source, f"input is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)")
+    clipped = float(np.mean(np.abs(data) >= CLIP_LEVEL))
+    if clipped > CLIP_FRACTION:
+        raise BadInputError(source, f"input is clipped ({100 * clipped:.1f} % of samples at full scale)")
+    return data.mean(axis=0)
+
+
 def read_mono(path: str, sr: int) -> np.ndarray:
-    """(S,) float32 at ``sr``; any channel count is down-mixed. Silent/clipped/empty input is one line."""
+    """(S,) float32 at ``sr`` of an audio file, or of a video's first audio track (any rate and channel
+    count: down-mixed); problems are one line naming the file (:func:`check_mono`)."""
     if not os.path.isfile(path):
         raise BadInputError(path, "file not found")
+    if path.lower().endswith(VIDEO_EXTENSIONS):
+        from DiffBinaural.utils.video import decode_audio
+
+        data = decode_audio(path, sr)  # (C, S) at sr, sample 0 at the video's time origin
+        return check_mono(data, path)
     try:
         data, file_sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:
         raise BadInputError(path, f"unreadable audio file ({type(err).__name__}: {err})") from None
-    if data.shape[0] == 0:
-        raise BadInputError(path, "empty audio file (0 samples)")
-    if not np.all(np.isfinite(data)):
-        raise BadInputError(path, "audio contains NaN or inf")
-    mono = data.mean(axis=1)
-    peak = float(np.abs(data).max())
-    if peak < SILENCE_PEAK:
-        raise BadInputError(path, f"input is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)")
-    clipped = float(np.mean(np.abs(data) >= CLIP_LEVEL))
-    if clipped > CLIP_FRACTION:
-        raise BadInputError(path, f"input is clipped ({100 * clipped:.1f} % of samples at full scale)")
-    return resample(mono, file_sr, sr).astype(np.float32)
+    return resample(check_mono(data.T, path), file_sr, sr).astype(np.float32)
 
 
 def open_visual_source(work: str, *, name: str, num_samples: int, sr: int, fps: float, max_sources: int,
-                       video: str | None, frames_dir: str | None, boxes_csv: str | None) -> ClipFrames:
+                       video: str | None, frames_dir: str | None, detections: tuple[str, np.ndarray] | None,
+                       slack_s: float = 0.0) -> ClipFrames:
     """The user's frames (a folder, or the video decoded into ``work``) and boxes, checked.
 
-    Every error names the user's own file: the frames folder, the video, or the boxes CSV and line.
-    Boxes that reach past the image are clipped and boxes outside it dropped, counted in one line.
+    ``detections``: ``(source, rows)`` as :func:`~DiffBinaural.dataset.frames.read_detections` gives
+    them. Every error names the user's own file: the frames folder, the video, or the boxes CSV and
+    line. Boxes that reach past the image are clipped and boxes outside it dropped, counted in one
+    line. ``slack_s``: how much longer than the video the audio may be (the last frame is held): a
+    video's own audio track often outlasts its picture by a fraction of a second.
     """
     if video is not None:
         from DiffBinaural.utils.video import extract_frames
@@ -74,104 +89,22 @@ def open_visual_source(work: str, *, name: str, num_samples: int, sr: int, fps: 
         raise BadInputError(frames_dir, "frames folder not found")
     source = video or frames_dir
     try:
-        detections = None if boxes_csv is None else (boxes_csv, read_detections(boxes_csv, clip=name)[name])
         frames, count = open_clip_frames(frames_dir, name=name, max_sources=max_sources, detections=detections)
     except ClipError as err:  # a folder extracted from the video is the video's problem
         raise BadInputError(source if err.path == frames_dir else err.path, err.problem) from None
-    needed = int(np.ceil(num_samples / sr * fps - 1e-6))
+    needed = int(np.ceil((num_samples / sr - slack_s) * fps - 1e-6))
     if frames.num_images < needed:
         raise BadInputError(source, f"video ({frames.num_images / fps:.2f} s at {fps:g} fps) is shorter than the "
                                     f"audio ({num_samples / sr:.2f} s)")
-    if boxes_csv is not None and count.summary(boxes_csv):
-        log.warning("%s", count.summary(boxes_csv))
+    if detections is not None and count.summary(detections[0]):
+        log.warning("%s", count.summary(detections[0]))
     return frames
 
 
 RENDERERS = ("mono", "vocoder")
 
 
-def binauralize(args) -> str:
-    """Run the whole pipeline for the flags of ``binauralize.py``; returns the output path."""
-    from types import SimpleNamespace
-
-    from binaural_core.mel import MelConfig, mel_spectrogram
-    from DiffBinaural.inference import generate_clip
-    from DiffBinaural.model import build_sampler, load_stage1
-
-    if args.num_samples < 1:
-        raise BadInputError(None, f"--num_samples must be >= 1, got {args.num_samples}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, cfg = load_stage1(args.stage1, weights_unet=args.weights_unet, weights_frame=args.weights_frame,
-                             map_location=device)
-    model.to(device)
-    mel_cfg = MelConfig.from_dict(cfg["mel"], source=args.stage1)
-    generator = None
-    if args.renderer == "vocoder":
-        from BigVGAN.vocode import load_generator
-
-        if not args.vocoder:
-            raise BadInputError(None, "--renderer vocoder needs --vocoder G_CKPT")
-        generator, _, mel_cfg = load_generator(args.vocoder, config=args.vocoder_config, device=device,
-                                               compile=args.compile, pack=args.pack)
-        problem = mel_cfg.mismatch(cfg["mel"])
-        if problem:
-            raise BadInputError(args.vocoder, f"vocoder and Stage 1 use different mels: {problem}")
-    sr, hop = mel_cfg.sampling_rate, mel_cfg.hop_size
-    mono = read_mono(args.mono, sr)
-    num_samples = len(mono)
-    log.info("input: %.2f s; Stage 1 %s (interaural phase: %s), renderer %s, device %s", num_samples / sr,
-             args.stage1, "yes" if cfg["interaural_phase"] else "no", args.renderer, device)
-    work = tempfile.mkdtemp(prefix="binauralize_")  # only for the frames of a --video
-    try:
-        name = os.path.basename(os.path.normpath(args.video or args.frames))  # names the clip in box errors
-        frames = open_visual_source(work, name=name, num_samples=num_samples, sr=sr, fps=cfg["fps"],
-                                    max_sources=cfg["max_sources"], video=args.video, frames_dir=args.frames,
-                                    boxes_csv=args.boxes)
-        # the mels cover every input sample: the mono is padded at the end to whole hops (reflection)
-        padded = np.pad(mono, (0, -num_samples % hop), mode="reflect")
-        del mono
-        mono_mel = mel_spectrogram(torch.from_numpy(padded)[None], mel_cfg)  # (1, M, T)
-
-        def visual_fn(start_frame: int, num_frames: int):
-            return frames.visual_inputs(start_frame * hop / sr, num_frames * hop / sr, num_frames=cfg["num_frames"],
-                                        max_sources=cfg["max_sources"], image_size=cfg["img_size"], fps=cfg["fps"])
-
-        sampler = build_sampler(cfg, SimpleNamespace(
-            sampler=args.sampler, steps=args.steps, eta=0.0, guidance_scale=args.guidance_scale))
-        total, chunk = mono_mel.shape[-1], args.chunk_frames
-        step = chunk * max(1, args.stream_frames // chunk)  # pieces on the vocoder's chunk grid
-
-        def stage1(m0: int, m1: int) -> torch.Tensor:
-            """Stage 1 output (C, M, m1 - m0) for frames [m0, m1): the whole clip's windows and seeds."""
-            return generate_clip(
-                model, sampler, mono_mel=mono_mel,
-                visual_fn=visual_fn, window=cfg["segment_frames"],
-                hop=args.window_hop or max(1, cfg["segment_frames"] // 2), batch_windows=args.window_batch,
-                seed=args.seed, device=device, frames=(m0, m1), num_samples=args.num_samples,
-                flip_tta=args.flip_tta)
-
-        def pieces():
-            """Stage 1 then the renderer, piece by piece: each piece of mel is generated with the context
-            the renderer needs around it, so nothing of clip length is held but the mono signal and its
-            mel, and the output equals one pass over the whole clip."""
-            for f0 in range(0, total, step):
-                f1 = min(total, f0 + step)
-                if generator is None:
-                    yield _render_piece(stage1, torch.from_numpy(padded), mel_cfg, f0, f1, total, mode=args.mode)
-                else:
-                    yield _vocode_piece(stage1, generator, mel_cfg, f0, f1, total, chunk,
-                                        phase=bool(cfg["interaural_phase"]))
-
-        _write_stream(args.out, pieces(), sr=sr, out_sr=args.out_sr or sr, num_samples=num_samples)
-        if getattr(args, "report", None):
-            write_user_report(args, frames, fps=cfg["fps"])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    log.info("wrote %s (%.2f s, 2 channels, %d Hz)", args.out, num_samples / sr, args.out_sr or sr)
-    return args.out
-
-
-def _render_piece(stage1, mono: torch.Tensor, mel_cfg, f0: int, f1: int, total: int, *, mode: str) -> torch.Tensor:
+def render_piece(stage1, mono: torch.Tensor, mel_cfg, f0: int, f1: int, total: int, *, mode: str) -> torch.Tensor:
     """Samples [f0 * hop, f1 * hop) of the mono renderer's output (2, n)."""
     from DiffBinaural.renderer import CONTEXT_FRAMES, render
 
@@ -182,7 +115,7 @@ def _render_piece(stage1, mono: torch.Tensor, mel_cfg, f0: int, f1: int, total: 
                   samples=(f0 * hop, f1 * hop))
 
 
-def _vocode_piece(stage1, generator, mel_cfg, f0: int, f1: int, total: int, chunk: int, *,
+def vocode_piece(stage1, generator, mel_cfg, f0: int, f1: int, total: int, chunk: int, *,
                   phase: bool) -> torch.Tensor:
     """Samples [f0 * hop, f1 * hop) of the vocoder's output (2, n), with the predicted interaural phase
     when Stage 1 has one (then enough neighbouring vocoder chunks are vocoded too: the IPD's STFT frames
@@ -205,32 +138,40 @@ def _vocode_piece(stage1, generator, mel_cfg, f0: int, f1: int, total: int, chun
                       samples=(f0 * hop, f1 * hop))
 
 
-def _write_stream(out: str, chunks, *, sr: int, out_sr: int, num_samples: int) -> None:
-    """Write (2, n) waveform chunks at ``sr`` into ``out`` (temp file + rename) as they come, cut to
-    ``num_samples`` samples at ``sr`` and resampled to ``out_sr``."""
+def resampled_blocks(chunks, *, sr: int, out_sr: int, num_samples: int):
+    """(2, n) waveform chunks at ``sr`` → (n', 2) float32 blocks at ``out_sr`` in [-1, 1], cut to
+    ``num_samples`` samples at ``sr``: what every sink writes (so a file and an array agree exactly)."""
     import soxr
 
-    done = 0  # samples at sr written so far
+    done = 0  # samples at sr passed on so far
     # a streaming resampler keeps chunk boundaries seamless at another output rate
     stream = soxr.ResampleStream(sr, out_sr, 2, dtype="float32") if out_sr != sr else None
-    with atomic_output(out, suffix=".wav") as tmp, \
-            sf.SoundFile(tmp, "w", samplerate=out_sr, channels=2, subtype="PCM_16") as f:
-        it = iter(chunks)
-        wav = next(it, None)
-        while wav is not None:
-            following = next(it, None)  # one chunk ahead: the resampler must know the last one
-            wav = np.ascontiguousarray(wav[:, :max(0, num_samples - done)].numpy().T)  # (n, 2)
-            done += len(wav)
-            last = following is None or done >= num_samples
-            if stream is not None:
-                wav = stream.resample_chunk(wav, last=last)
-            f.write(np.clip(wav, -1.0, 1.0))
-            if last:
-                break
-            wav = following
+    it = iter(chunks)
+    wav = next(it, None)
+    while wav is not None:
+        following = next(it, None)  # one chunk ahead: the resampler must know the last one
+        wav = np.ascontiguousarray(wav[:, :max(0, num_samples - done)].numpy().T)  # (n, 2)
+        done += len(wav)
+        last = following is None or done >= num_samples
+        if stream is not None:
+            wav = stream.resample_chunk(wav, last=last)
+        yield np.clip(wav, -1.0, 1.0)
+        if last:
+            break
+        wav = following
 
 
-def write_user_report(args, frames: ClipFrames, *, fps: float) -> str:
+def write_wav_stream(out: str, blocks, *, sr: int, subtype: str = "PCM_16") -> None:
+    """Write (n, 2) blocks into the wav/flac ``out`` (temp file + rename) as they come."""
+    suffix = os.path.splitext(out)[1].lower() or ".wav"
+    with atomic_output(out, suffix=suffix) as tmp, \
+            sf.SoundFile(tmp, "w", samplerate=sr, channels=2, subtype=subtype) as f:
+        for block in blocks:
+            f.write(block)
+
+
+def write_user_report(out_dir: str, *, mono: np.ndarray, mono_sr: int, out: str, renderer: str,
+                      frames: ClipFrames, fps: float, notes: str) -> str:
     """``binauralize.py --report DIR``: the listening page of one user's video: the input mono and the
     output (loudness-matched excerpts), a frame with the boxes, and the output's ILD/ITD over time."""
     from DiffBinaural.listening import (
@@ -242,24 +183,33 @@ def write_user_report(args, frames: ClipFrames, *, fps: float) -> str:
         write_page,
     )
 
-    out_dir = args.report
     listen = os.path.join(out_dir, LISTEN_DIR)
     os.makedirs(listen, exist_ok=True)
-    data, in_sr = sf.read(args.mono, dtype="float32", always_2d=True)
-    out, out_sr = sf.read(args.out, dtype="float32", always_2d=True)
-    seconds = min(EXCERPT_SECONDS, len(out) / out_sr)
+    stereo, out_sr = read_output_audio(out)
+    seconds = min(EXCERPT_SECONDS, stereo.shape[1] / out_sr)
     index = min(max(layout.frame_index_at(seconds / 2, fps), 1), frames.num_images)
     still = draw_still(layout.frame_path(frames.frames_dir, index, frames.ext), frames.boxes.get(index),
                        os.path.join(listen, "frame.png"))
-    name = os.path.splitext(os.path.basename(args.out))[0]
-    figure = cue_only_figure(f"{name}: interaural cues of the output", out.T, out_sr, os.path.join(listen, "cues.png"))
-    clip = ClipEntry(name, [("input (mono)", data.mean(axis=1), in_sr), (f"output ({args.renderer} renderer)", out.T,
-                                                                       out_sr)], figures=[figure], still=still)
-    command = ("python binauralize.py " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("binauralize.py")
-               else f"binauralize {args.mono} -> {args.out}")
-    page = write_page(out_dir, title=f"binauralize.py: {name}", clips=[clip], summary_rows=[], summary_head=[],
-                      commands=[command],
-                      notes=[f"Stage 1: {args.stage1}; frames: {args.video or args.frames}"
-                             + (f"; boxes: {args.boxes}" if args.boxes else "")])
+    name = os.path.splitext(os.path.basename(out))[0]
+    figure = cue_only_figure(f"{name}: interaural cues of the output", stereo, out_sr, os.path.join(listen, "cues.png"))
+    clip = ClipEntry(name, [("input (mono)", mono, mono_sr), (f"output ({renderer} renderer)", stereo, out_sr)],
+                     figures=[figure], still=still)
+    script = os.path.basename(sys.argv[0])
+    command = (f"{'python ' if script.endswith('.py') else ''}{script} " + shlex.join(sys.argv[1:])
+               if "binauralize" in script else f"binauralize -> {out}")
+    page = write_page(out_dir, title=f"binauralize: {name}", clips=[clip], summary_rows=[], summary_head=[],
+                      commands=[command], notes=[notes])
     log.info("wrote %s", page)
     return page
+
+
+def read_output_audio(path: str) -> tuple[np.ndarray, int]:
+    """(2, S) float32 and the rate of an output: a wav/flac, or a video's audio track."""
+    if path.lower().endswith(VIDEO_EXTENSIONS):
+        from DiffBinaural.utils.mux import audio_rate
+        from DiffBinaural.utils.video import decode_audio
+
+        sr = audio_rate(path)
+        return decode_audio(path, sr), sr
+    data, sr = sf.read(path, dtype="float32", always_2d=True)
+    return data.T, sr

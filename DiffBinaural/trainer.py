@@ -60,16 +60,17 @@ class Stage1Trainer(TrainingLoop):
         setup_logging(log, self.rank, os.path.join(self.dir, "train.log") if self.is_main else None)
 
         cfg_path = os.path.join(self.dir, "config.json")
-        self.cfg = model_config(args)
-        if args.resume and os.path.exists(cfg_path):
-            self.cfg = load_model_config(cfg_path)  # a resumed run keeps the architecture it started with
-        elif self.is_main:
-            save_model_config(self.cfg, cfg_path)
         torch.manual_seed(args.seed + self.rank)
         np.random.seed((args.seed + self.rank) % 2**32)
 
         # --- data -----------------------------------------------------------------------------
         self.train_set = build_dataset(dataset_kind, args, list_path=args.list_train, split="train")
+        self.cfg = model_config(args)
+        self.cfg["box_source"] = self.train_set.box_source  # tells inference whether to ask for boxes
+        if args.resume and os.path.exists(cfg_path):
+            self.cfg = load_model_config(cfg_path)  # a resumed run keeps the architecture it started with
+        elif self.is_main:
+            save_model_config(self.cfg, cfg_path)
         val_set = build_dataset(dataset_kind, args, list_path=args.list_val, split="val")
         if args.num_val > 0:
             val_set = Subset(val_set, range(min(args.num_val, len(val_set))))

@@ -194,6 +194,12 @@ class ClipDataset(torch.utils.data.Dataset):
 
     # ---- construction ------------------------------------------------------------------------
     @property
+    def box_source(self) -> str:
+        """``detections`` when any clip has detection boxes, else ``whole_frame`` (one token per frame):
+        recorded in ``config.json`` so that inference knows whether the model expects boxes."""
+        return "detections" if any(clip.frames.boxes for clip in self.clips) else "whole_frame"
+
+    @property
     def segment_samples(self) -> int | None:
         return None if self.segment_frames is None else self.segment_frames * self.mel_cfg.hop_size
 

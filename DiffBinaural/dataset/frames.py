@@ -122,8 +122,9 @@ def check_boxes(
             not a number; ``line`` is the row's line in ``source``).
 
     Raises:
-        ClipError: a row with a missing / non-numeric value or a frame outside ``1..num_images``
-            (the message names ``source`` and the line).
+        ClipError: a row with a missing / non-numeric value, a frame outside ``1..num_images`` or
+            corners in the wrong order (``x2 < x1``, ``y2 < y1``: most likely x, y, w, h columns); the
+            message names ``source`` and the line.
     """
     count = BoxCount()
     if len(rows) == 0:
@@ -133,6 +134,10 @@ def check_boxes(
         (~np.all(np.isfinite(rows), axis=1), "a value is missing or not a number"),
         ((frame != np.round(frame)) | (frame < 1) | (frame > num_images),
          f"frame is not one of the clip's images 1..{num_images}"),
+        # corners in the wrong order are never a detector's rounding: most often the columns are
+        # x, y, width, height (or y before x), and clipping would silently drop or distort every box
+        ((x2 < x1) | (y2 < y1), "x2 < x1 or y2 < y1: the columns must be the corners x1,y1,x2,y2 "
+                                "(pixels), not x,y,width,height"),
     ]
     for bad, problem in problems:  # report the first offending row of the first failed check
         if np.any(bad):

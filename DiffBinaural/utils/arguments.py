@@ -26,13 +26,16 @@ MODEL_KEYS = (
     "arch_frame", "pretrained_frame", "context_dim",
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
-    "interaural_phase", "residual_scale",
+    "interaural_phase", "residual_scale", "box_source",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
-OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0}
+# box_source (what the training set gave: "detections" or "whole_frame") is set by the trainer from
+# its data, not by a flag; None = a run from before it was recorded.
+OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None}
+DATA_KEYS = ("box_source",)  # model keys the trainer fills from its dataset
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config"))
+PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config", *DATA_KEYS))
 
 
 def preset_path(name: str) -> str:
@@ -202,7 +205,8 @@ def model_config(args: argparse.Namespace) -> dict:
     from binaural_core.mel import MelConfig
     from DiffBinaural.modules.visual_encoder import DEFAULT_PRETRAINED
 
-    cfg = {k: getattr(args, k) for k in MODEL_KEYS if k != "mel"}
+    cfg = {k: getattr(args, k) for k in MODEL_KEYS if k not in ("mel", *DATA_KEYS)}
+    cfg.update({k: OPTIONAL_KEYS[k] for k in DATA_KEYS})
     cfg["mel"] = MelConfig.from_json(args.mel_config).to_dict()
     if cfg["arch_frame"] == "cnn" or cfg["pretrained_frame"] in (None, "none"):
         cfg["pretrained_frame"] = None  # the cnn is always trained from scratch
