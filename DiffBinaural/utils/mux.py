@@ -40,21 +40,29 @@ def check_output_path(path: str) -> None:
 
 
 def audio_span(video: str) -> tuple[float, float | None]:
-    """``(start, duration)`` in seconds of the first audio track, relative to the container's time
-    origin (where :func:`DiffBinaural.utils.video.decode_audio` puts sample 0); ``(0, None)`` when the
-    file has no audio track or does not say (the duration then follows the decoded audio)."""
-    from DiffBinaural.utils.video import _open, _origin
+    """``(start, duration)`` in seconds of the first audio track as it plays, relative to the
+    container's time origin (where :func:`DiffBinaural.utils.video.decode_audio` puts sample 0): the
+    time of its first decoded frame (after any encoder priming the decoder skips) and its declared
+    (else decoded) length. ``(0, None)`` when the file has no audio track."""
+    from DiffBinaural.utils.video import _open, _origin, _why
 
     container = _open(video)
     try:
         if not container.streams.audio:
             return 0.0, None
         stream = container.streams.audio[0]
-        start = 0.0
-        if stream.start_time is not None and stream.time_base:
-            start = max(0.0, float(stream.start_time * stream.time_base) - _origin(container))
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        return start, duration
+        first, samples, rate = None, 0, stream.rate or stream.codec_context.sample_rate
+        try:
+            for frame in container.decode(stream):
+                if first is None and frame.time is not None:
+                    first = frame.time - _origin(container)
+                samples += frame.samples
+        except Exception as err:
+            raise BadInputError(video, f"audio decoding failed ({_why(err)})") from None
+        # the declared length where the container has one: the decoded one includes the encoder's
+        # padding of the last frame (up to one frame more than the recording)
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        return max(0.0, first or 0.0), declared or samples / rate
     finally:
         container.close()
 
@@ -146,7 +154,7 @@ def _interleave(source, vin, vout, sink, aout, audio: sf.SoundFile, *, start_s: 
 
     try:
         for packet in source.demux(vin):
-            if packet.dts is None:  # the demuxer's flush packet
+            if packet.size == 0:  # the demuxer's flush packet (mkv packets may lack a dts: keep them)
                 continue
             if packet.pts is not None and packet.time_base:
                 audio_until(float(packet.pts * packet.time_base))
