@@ -71,5 +71,10 @@ def main() -> None:
           + (f" with the interaural phase of {phase_dir}" if phase_dir else " (no interaural phase)"))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script of this file (pyproject.toml [project.scripts])."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

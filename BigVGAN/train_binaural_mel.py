@@ -27,5 +27,10 @@ def main() -> None:
     run(args, train_pred_dirs=pairs[0], val_pred_dirs=pairs[1])
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script of this file (pyproject.toml [project.scripts])."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -217,6 +217,9 @@ class Binauralizer:
         clip = open_visual_source(work, name=name, num_samples=num_samples, sr=self.mel_cfg.sampling_rate,
                                   fps=cfg["fps"], max_sources=cfg["max_sources"], video=video,
                                   frames_dir=frames_dir, detections=detections, slack_s=slack_s)
+        if boxes is not None and self.expects_boxes is False:  # checked above, but not what this model reads
+            log.warning("%s was trained on whole frames: the boxes are not used", self.run_dir)
+            return ClipFrames(clip.frames_dir, clip.ext, clip.num_images, {})
         if isinstance(boxes, str) and boxes == "auto":
             clip = self._detect(clip)
         return clip
@@ -228,9 +231,6 @@ class Binauralizer:
                 log.warning("%s was trained with detection boxes and none were given: the whole frame becomes "
                             "one token, an input it never saw in training; pass --boxes CSV or --boxes auto "
                             "(a detector finds the sources)", self.run_dir)
-            return None
-        if self.expects_boxes is False:
-            log.warning("%s was trained on whole frames: the boxes are not used", self.run_dir)
             return None
         if isinstance(boxes, str) and boxes == "auto":
             return None

@@ -381,5 +381,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return doc
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script of this file (pyproject.toml [project.scripts])."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -139,5 +139,10 @@ def main(argv: list[str] | None = None) -> FramesSummary:
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script of this file (pyproject.toml [project.scripts])."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

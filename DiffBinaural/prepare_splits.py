@@ -254,5 +254,10 @@ def main(argv: list[str] | None = None) -> SplitsSummary:
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script of this file (pyproject.toml [project.scripts])."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

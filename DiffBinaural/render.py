@@ -90,5 +90,10 @@ def main() -> None:
              f"; {scaled} scaled down to avoid clipping" if scaled else "")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script of this file (pyproject.toml [project.scripts])."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -305,5 +305,10 @@ def main() -> None:
     write_report(build_parser().parse_args())
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script of this file (pyproject.toml [project.scripts])."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -9,5 +9,10 @@ def main() -> None:
     run(train_parser(__doc__).parse_args(), dataset_kind="realbinaural")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script of this file (pyproject.toml [project.scripts])."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

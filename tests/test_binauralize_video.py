@@ -163,11 +163,14 @@ def test_cli_mp4_in_mp4_out_with_the_videos_own_audio(run_dir, tmp_path):
     src = make_media(tmp_path / "in.mp4", audio=signal(44100), sr=44100)
     out = tmp_path / "out.mp4"
     proc = subprocess.run([sys.executable, os.path.join(REPO, "binauralize.py"), "--video", src, "--stage1", run_dir,
-                           "--out", out, "--steps", "2"], capture_output=True, text=True, timeout=300, cwd=REPO)
+                           "--out", out, "--steps", "2", "--report", tmp_path / "page"], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "trained with detection boxes and none were given" in proc.stderr  # one warning line, what to do
     check_video_out(src, str(out), seconds=SECONDS)
     assert audio_info(str(out))[3] == "aac"
+    page = (tmp_path / "page" / "report.html").read_text()  # the listening page reads the video's track
+    assert page.count("<audio ") == 2 and "binauralize.py --video" in page
 
 
 def test_a_click_lands_at_its_video_time_when_the_audio_starts_late(b, tmp_path):

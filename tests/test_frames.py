@@ -75,7 +75,7 @@ def test_no_detections_uses_whole_frame(rb_root):
 def test_boxes_are_clipped_to_the_image_and_outside_ones_dropped_and_counted(rb_root, caplog):
     # detector output around frame 3 of clip "b": a box 5 px past the right and bottom border
     # (clipped), one wholly outside (dropped), one that is empty (dropped), a fine one (kept)
-    for row in (f"b,3,40,30,{W + 5},{H + 5},0.8", f"b,3,{W + 1},10,{W + 30},50,0.95", "b,3,30,10,20,50,0.99",
+    for row in (f"b,3,40,30,{W + 5},{H + 5},0.8", f"b,3,{W + 1},10,{W + 30},50,0.95", "b,3,30,10,30,50,0.99",
                 "b,3,-3,-4,20,20,0.7"):
         _append_detection(rb_root, row)
     with caplog.at_level(logging.WARNING):
@@ -87,6 +87,20 @@ def test_boxes_are_clipped_to_the_image_and_outside_ones_dropped_and_counted(rb_
         f"{os.path.join(rb_root, layout.RB_DETECTIONS)}: 2 box(es) clipped to the image, 2 dropped "
         "(outside the image or empty after clipping)")
     assert ds.skipped == {}  # nothing is dropped but those boxes
+
+
+@pytest.mark.parametrize("row", ["b,3,30,10,20,50,0.9", "b,3,10,30,40,20,0.9"])
+def test_corners_in_the_wrong_order_stop_naming_the_line_and_the_likely_cause(rb_root, row):
+    """x2 < x1 or y2 < y1 is never a detector's rounding: most often x, y, w, h columns. Clipping would
+    silently drop such boxes (the run would succeed on whole frames), so it is an error."""
+    _append_detection(rb_root, "b,3,1,1,20,20,0.9")
+    _append_detection(rb_root, row)
+    csv_path = os.path.join(rb_root, layout.RB_DETECTIONS)
+    line = sum(1 for _ in open(csv_path))
+    with pytest.raises(BadInputError) as err:
+        rb(rb_root, "train")
+    assert str(err.value).startswith(f"{csv_path}: line {line}: clip 'b' frame 3: x2 < x1 or y2 < y1")
+    assert "not x,y,width,height" in str(err.value)
 
 
 def _write_frame(path: str, grey: int, mode: str) -> None:

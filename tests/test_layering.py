@@ -90,3 +90,24 @@ def test_no_file_over_500_lines():
     files.append(os.path.join(REPO, "binauralize.py"))
     long = {os.path.relpath(p, REPO): n for p in files if (n := sum(1 for _ in open(p))) > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+def _console_scripts() -> dict[str, str]:
+    """``{command: "module:function"}`` of pyproject.toml's [project.scripts]."""
+    import re
+
+    text = open(os.path.join(REPO, "pyproject.toml")).read()
+    section = re.search(r"^\[project\.scripts\]\n(.*?)(?=^\[)", text, flags=re.M | re.S).group(1)
+    return dict(re.findall(r'^([\w-]+) = "([\w.:]+)"', section, flags=re.M))
+
+
+def test_every_console_script_is_a_scripts_cli():
+    scripts = _console_scripts()
+    assert {"diffbinaural-binauralize", "diffbinaural-train", "diffbinaural-dump-mels", "diffbinaural-render",
+            "diffbinaural-evaluate", "diffbinaural-train-vocoder"} <= set(scripts)
+    import importlib
+
+    for command, target in scripts.items():
+        module, function = target.split(":")
+        assert module in MODULES and _is_script(MODULES[module]), f"{command}: {module} is not one of the scripts"
+        assert callable(getattr(importlib.import_module(module), function)), command

@@ -71,6 +71,7 @@ def test_checkpoint_files_rebuild_the_model(data, tmp_path):
         assert (run_dir / name).is_file(), name
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["unet_channels"] == 16 and cfg["mel"]["hop_size"] == 256
+    assert cfg["box_source"] == "detections"  # the synthetic RealBinaural set has boxes: inference asks for them
     model, _ = load_stage1(str(run_dir))
     ema = _weights(tmp_path)["ema"]["module"]
     for k, v in model.unet.state_dict().items():
