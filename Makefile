@@ -1,27 +1,34 @@
-# `make test` works on a fresh machine with only Python 3.10+ and make: it creates .venv unless a
-# virtual environment is already active, installs the project with its dev extra, and runs pytest.
-# torch: where none is installed, the CPU build named by TORCH_SPEC is installed first (light, and on
-# this project's CPU machines it comes from the local disk); a GPU user's existing torch is kept.
+# `make test` works on a fresh machine with only Python 3.10+ and make. It installs into the environment
+# that is active (a virtualenv: VIRTUAL_ENV; a conda environment: CONDA_PREFIX), or else creates .venv,
+# which sees the system's site-packages. torch: a torch that is already importable there (a CUDA build,
+# say) is kept; only where none is found is TORCH_SPEC installed, from pip's index, or from TORCH_INDEX
+# when given (e.g. https://download.pytorch.org/whl/cpu for the CPU build). `make -n install` shows the
+# commands. PIP is the installer command (a test stubs it).
 
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 ifdef VIRTUAL_ENV
-VENV := $(VIRTUAL_ENV)
+ENV_DIR := $(VIRTUAL_ENV)
+else ifdef CONDA_PREFIX
+ENV_DIR := $(CONDA_PREFIX)
 else
-VENV := .venv
+ENV_DIR := .venv
 endif
-PY := $(VENV)/bin/python
-STAMP := $(VENV)/.diffbinaural-installed
+PY := $(ENV_DIR)/bin/python
+PIP ?= $(PY) -m pip
+STAMP := $(ENV_DIR)/.diffbinaural-installed
+KEEP_TORCH := import torch; print('keeping torch', torch.__version__, '(CUDA)' if torch.cuda.is_available() else '(CPU)')
 
 .PHONY: install test test-fast lint demo clean
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --system-site-packages $(ENV_DIR)
 
 $(STAMP): $(PY) pyproject.toml requirements.txt
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PIP) install --quiet --upgrade pip
+	$(PY) -c "$(KEEP_TORCH)" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

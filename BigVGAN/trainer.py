@@ -38,7 +38,7 @@ DEFAULT_SCHEDULE = "10:0 30:0.5 60:0.9 60:1.0"  # the original's p(epoch), see s
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    """Flags of both vocoder scripts (DESIGN.md "Command lines")."""
+    """Flags of both vocoder scripts (README "Commands")."""
     from binaural_core.mel import DEFAULT_CONFIG
 
     p.add_argument("--config", default=DEFAULT_CONFIG, help="BigVGAN JSON config (also the mel parameters)")

@@ -1,4 +1,4 @@
-"""Whole-clip Stage 1 inference and the mel directory it writes (DESIGN.md "Mel directory").
+"""Whole-clip Stage 1 inference and the mel directory it writes (docs/formats.md, "Mel directory").
 
 A clip of any length is cut into ``segment_frames``-frame windows every ``window_hop`` frames (the
 last one flush with the end; a clip shorter than a window is edge-padded), each window is sampled

@@ -1,4 +1,4 @@
-"""Train Stage 1 on FAIR-Play (official h5 splits as --list_train/--list_val) (layout: DESIGN.md). All logic: DiffBinaural.trainer."""
+"""Train Stage 1 on FAIR-Play (official h5 splits as --list_train/--list_val) (layout: docs/formats.md). All logic: DiffBinaural.trainer."""
 
 from binaural_core.audio import cli_main
 from DiffBinaural.trainer import run

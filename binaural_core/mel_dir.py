@@ -1,4 +1,4 @@
-"""The mel directory: where Stage 1 and the vocoder meet (``../shared/DESIGN.md`` "Mel directory").
+"""The mel directory: where Stage 1 and the vocoder meet (docs/formats.md, "Mel directory").
 
 One writer (:func:`write_clip`, :func:`write_meta`) and one reader (:func:`read_meta`,
 :func:`check_mel_dir`, :func:`load_mel_file`, :func:`load_phase_file`) of::

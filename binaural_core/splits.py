@@ -1,6 +1,6 @@
 """Split lists: the one reader of every list of clip names that a script takes.
 
-Three formats, chosen by the file's suffix (``../shared/DESIGN.md``, "Split lists"):
+Three formats, chosen by the file's suffix (docs/formats.md, "Split lists"):
 
 * ``.csv``: a header with a ``name`` column (other columns are ignored), one clip per row;
 * ``.h5`` / ``.hdf5``: FAIR-Play's official split files, dataset ``audio`` holding wav paths from the

@@ -167,7 +167,7 @@ def test_oracle_fails_under_wrong_schedule_or_prediction_type():
 
 
 def _reference_ddim(model, x, alphas_cumprod, kwargs, steps=25):
-    """The original's DDIM loop (seed_spec A.4), η = 0, written independently of diffusers."""
+    """The original code's DDIM loop, η = 0, written independently of diffusers."""
     ac = alphas_cumprod.float()
     times = torch.linspace(-1, 999, steps + 1).long().flip(0).tolist()
     for tau, tau_next in zip(times[:-1], times[1:]):

@@ -1,5 +1,5 @@
 """The house rules, checked from the source: the direction of imports between the three packages,
-libraries never importing scripts, and files small enough to read (``../shared/DESIGN.md``)."""
+libraries never importing scripts, and files small enough to read (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Stage 1 reliability, end to end: kills, NaNs, unsafe or broken checkpoints, bad inputs, dead workers.
 
-Every script case runs the real command line (``sys.executable DiffBinaural/...py``) on a small
+Every script case runs the real command line (``sys.executable DiffBinaural/<script>.py``) on a small
 synthetic dataset, or on a corrupted copy of it, and checks what a user sees: the exit code, the
 stderr (one ``error: FILE: problem`` line, no traceback) and the files left on disk.
 """

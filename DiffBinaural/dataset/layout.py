@@ -1,4 +1,4 @@
-"""On-disk dataset layouts (``../shared/DESIGN.md`` "On-disk formats"): the one place that spells the paths.
+"""On-disk dataset layouts (docs/formats.md): the one place that spells the paths.
 
 The synthetic generator writes these layouts, the loaders read them and the preparation scripts
 produce them, all through the functions below.

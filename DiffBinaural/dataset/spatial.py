@@ -1,6 +1,6 @@
 """Binaural rendering with a rigid spherical head, plus the pinhole camera of the synthetic data.
 
-Physics (``../shared/reference/anchors.md`` §5.1):
+Physics (the two standard models of a spherical head):
 
 * **Interaural time difference**, Woodworth (1938), far field, rigid sphere of radius ``a``::
 

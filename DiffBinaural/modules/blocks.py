@@ -7,7 +7,7 @@ Conventions (used by every module in this package):
 * A *padding mask* is ``(B, K)`` bool with **True = invalid / padded** (the dataset convention).
   ``scaled_dot_product_attention`` wants the opposite (True = attend). The conversion happens in
   exactly one place, :func:`padding_to_attn_mask`, so the convention cannot be inverted by accident
-  (the original code attended only to the padded slots; see ``reference/seed_spec.md`` A.2).
+  (the original code attended only to the padded slots; see docs/original.md).
 
 References: Ho et al. 2020 (DDPM UNet, sinusoidal timestep embedding), Nichol & Dhariwal 2021
 ("Improved DDPM" / "Diffusion Models Beat GANs": scale-shift norm a.k.a. AdaGN, zero-initialised

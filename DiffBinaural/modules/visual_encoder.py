@@ -8,7 +8,7 @@ One token per (frame l, source slot n)::
     token = token + MLP(LayerNorm(token))               lets appearance and position interact
 
 The original encoders pooled everything into ONE vector per clip (and masked the wrong slots, see
-``reference/seed_spec.md`` A.2); keeping a token set lets the UNet's cross-attention pick sources per
+docs/original.md); keeping a token set lets the UNet's cross-attention pick sources per
 time-frequency position. Padded slots (mask True) are not run through the backbone and their tokens
 are zeroed; the UNet excludes them from attention.
 

@@ -1,6 +1,6 @@
 """Full-clip inference: cut a clip into fixed-length windows, generate each, and cross-fade them back.
 
-The original (seed_spec §A.6) cropped 8 frames at both ends of every window and never wrote the
+The original code cropped 8 frames at both ends of every window and never wrote the
 clip's first 8 frames or its tail, which stayed at exactly 0 (a loud log-mel). Here:
 
 - :func:`window_starts` covers [0, total) completely; the last window is flush with the clip's end.
