@@ -70,9 +70,9 @@ demo: $(STAMP)
 		--output_dir $(DEMO)/mels_pred
 	$(PY) DiffBinaural/test_realBinaural.py $(SPLITS) --mode gt --list_test $(D)/splits/test.csv \
 		--output_dir $(DEMO)/mels_gt
-	@echo "== 4/6 vocoder on ground-truth mels (the seed's Stage 2; a CPU can train it only briefly)"
-	$(PY) BigVGAN/train_binaural_mel.py $(VOC) --checkpoint_path $(DEMO)/vocoder --train_list $(D)/splits/train.csv \
-		--val_list $(D)/splits/val.csv --max_steps 50 --checkpoint_interval 50 --validation_interval 50
+	@echo "== 4/6 vocoder on ground-truth mels (the original Stage 2; a CPU can train it only briefly)"
+	$(PY) BigVGAN/train_binaural_mel.py $(VOC) --checkpoint_path $(DEMO)/vocoder --list_train $(D)/splits/train.csv \
+		--list_val $(D)/splits/val.csv --max_steps 50 --checkpoint_interval 50 --validation_interval 50
 	@echo "== 5/6 render the test clips: mono renderer (predicted, and GT mels + phase), vocoder; one clip with binauralize.py"
 	$(PY) DiffBinaural/render.py --mel_dir $(DEMO)/mels_pred --split test --mono_dir $(D)/processed/mono_audios_22050Hz \
 		--output_dir $(DEMO)/wav_mono_renderer
@@ -90,9 +90,9 @@ demo: $(STAMP)
 		$(PY) DiffBinaural/evaluate.py --pred_dir $(DEMO)/wav_$$sys --gt_dir $(D)/processed/binaural_audios_22050Hz \
 			--out $(DEMO)/metrics_$$sys.json --workers 2 || exit 1; \
 	done
-	$(PY) -m DiffBinaural.report --out_dir $(DEMO) --system "mono renderer=$(DEMO)/wav_mono_renderer:$(DEMO)/metrics_mono_renderer.json" \
-		--system "vocoder + IPD=$(DEMO)/wav_vocoder:$(DEMO)/metrics_vocoder.json" \
-		--system "renderer on GT mels + phase (ceiling)=$(DEMO)/wav_renderer_gt:$(DEMO)/metrics_renderer_gt.json" \
+	$(PY) -m DiffBinaural.report --out_dir $(DEMO) --pred_dirs "mono renderer=$(DEMO)/wav_mono_renderer:$(DEMO)/metrics_mono_renderer.json" \
+		"vocoder + IPD=$(DEMO)/wav_vocoder:$(DEMO)/metrics_vocoder.json" \
+		"renderer on GT mels + phase (ceiling)=$(DEMO)/wav_renderer_gt:$(DEMO)/metrics_renderer_gt.json" \
 		--pred_mels $(DEMO)/mels_pred --gt_mels $(DEMO)/mels_gt --gt_wavs $(D)/processed/binaural_audios_22050Hz \
 		--mono_wavs $(D)/processed/mono_audios_22050Hz --html --frames_root $(D)/processed/frames \
 		--boxes $(D)/action_detection_results/detection_results.csv --command "make demo (DEMO_CLIPS=$(DEMO_CLIPS), DEMO_SECONDS=$(DEMO_SECONDS), DEMO_STEPS=$(DEMO_STEPS)); the steps: make -n demo"

@@ -58,7 +58,7 @@ def main() -> None:
                                                f"{sorted(set(names[0]) ^ set(names[1]))[:3]})")
     from tqdm import tqdm
 
-    for name in tqdm(names[0], desc="vocoding"):
+    for name in tqdm(names[0], desc="vocoding", disable=None):  # a bar on a terminal only
         left, right = (load_mel_file(os.path.join(d, f"{name}.npy"), cfg) for d in (args.mel_left_dir, args.mel_right_dir))
         if left.shape != right.shape:
             raise BadInputError(os.path.join(args.mel_right_dir, f"{name}.npy"), f"shape {right.shape} != left {left.shape}")

@@ -51,8 +51,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="start the generator from this file (g_XXXXXXXX or NVIDIA's bigvgan_generator.pt) "
                         "or a folder holding bigvgan_generator.pt; ignored when resuming")
     p.add_argument("--val_audio_dir", default=None, help="validation wavs (default: --audio_dir)")
-    p.add_argument("--val_list", default=None, help="split list of the validation clips (CSV with a name column, FAIR-Play .h5 or .txt)")
-    p.add_argument("--train_list", default=None, help="split list of the training clips (CSV with a name column, FAIR-Play .h5 or .txt)")
+    p.add_argument("--list_train", default=None, dest="train_list",
+                   help="split list of the training clips (CSV with a name column, FAIR-Play .h5 or .txt)")
+    p.add_argument("--list_val", default=None, dest="val_list", help="split list of the validation clips (same formats)")
+    p.add_argument("--train_list", dest="train_list", help=argparse.SUPPRESS)  # the original's names
+    p.add_argument("--val_list", dest="val_list", help=argparse.SUPPRESS)
     p.add_argument("--num_val", type=int, default=10, help="validation clips (whole clips, both ears)")
     p.add_argument("--num_gpus", type=int, default=1)
     p.add_argument("--batch_size_per_gpu", type=int, default=None, help="default: config batch_size / ranks")

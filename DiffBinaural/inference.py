@@ -179,7 +179,8 @@ def run_inference(args, dataset_kind: str) -> None:
         import shutil
 
         shutil.rmtree(stale)  # an earlier dump's phase must not be paired with these mels
-    for i in tqdm(range(len(dataset)), desc=f"{args.mode} mels", dynamic_ncols=True):
+    # a bar on a terminal only (disable=None); a log file gets the summary line at the end
+    for i in tqdm(range(len(dataset)), desc=f"{args.mode} mels", dynamic_ncols=True, disable=None):
         item = dataset[i]
         if model is None:
             mel = torch.cat([item["binaural_mel"], item["phase"]])

@@ -1,8 +1,8 @@
 """Write the report of a run: metrics of each system beside the mono-copy baseline, figures, and
 with ``--html`` a listening page (``report.html``, :mod:`DiffBinaural.listening`).
 
-    python -m DiffBinaural.report --out_dir runs/demo --system "mono renderer=WAVS:METRICS.json" \
-        --system "vocoder=WAVS:METRICS.json" [--system ...] --pred_mels MELDIR --gt_mels MELDIR \
+    python -m DiffBinaural.report --out_dir runs/demo --pred_dirs "mono renderer=WAVS:METRICS.json" \
+        "vocoder=WAVS:METRICS.json" [...] --pred_mels MELDIR --gt_mels MELDIR \
         --gt_wavs D --mono_wavs D [--split test] [--clips 2] [--html]
     python -m DiffBinaural.report --out_dir OUT --html --pred_dirs "ours=DIR" "baseline=DIR" --gt_dir D \
         [--mono_dir D] [--frames_root D --boxes CSV]      # any evaluation run, e.g. FAIR-Play outputs
@@ -121,7 +121,7 @@ def clip_names(systems, docs, gt_dir: str) -> list[str]:
 def write_report(args) -> str:
     import matplotlib.pyplot as plt
 
-    systems = [parse_system(t) for t in (args.system or []) + (args.pred_dirs or [])]
+    systems = [parse_system(t) for t in args.pred_dirs]
     if not systems:
         raise BadInputError(None, "give the systems with --system or --pred_dirs")
     docs = {name: read_json(metrics) if metrics else None for name, _, metrics in systems}
@@ -279,10 +279,11 @@ def summary_lines(systems, docs, names, mel_rows) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out_dir", required=True)
-    p.add_argument("--system", action="append", default=[],
-                   help="NAME=WAV_DIR:METRICS.json (repeat: one column each; the first JSON gives the mono-copy column)")
-    p.add_argument("--pred_dirs", nargs="+", default=[], metavar="NAME=DIR[:METRICS.json]",
-                   help="systems as a list (the same as repeated --system; without a JSON the page scores them)")
+    p.add_argument("--system", dest="pred_dirs", nargs="+", action="extend", help=argparse.SUPPRESS)  # old name
+    p.add_argument("--pred_dirs", dest="pred_dirs", nargs="+", action="extend", default=[],
+                   metavar="NAME=DIR[:METRICS.json]",
+                   help="the systems, one column each (the first JSON gives the mono-copy column; without a JSON "
+                        "the page scores them); may be repeated")
     p.add_argument("--pred_mels", default=None, help="mel dir of test_realBinaural.py --mode test")
     p.add_argument("--gt_mels", default=None, help="mel dir of test_realBinaural.py --mode gt")
     p.add_argument("--gt_wavs", "--gt_dir", dest="gt_wavs", required=True, help="ground-truth wavs, any rate")

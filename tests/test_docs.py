@@ -70,3 +70,39 @@ def test_the_readme_is_a_front_page():
     for f in ("LICENSE", "CITATION.cff"):
         assert os.path.isfile(os.path.join(REPO, f)), f
     assert "NVIDIA" in open(os.path.join(REPO, "LICENSE")).read()  # the notice of the BigVGAN parts
+
+
+def test_inference_help_lists_only_the_flags_it_uses():
+    """The model of test_*.py comes from config.json: model flags are accepted (old command lines) but not
+    listed, since they would change nothing."""
+    from DiffBinaural.utils.arguments import inference_parser, train_parser
+
+    infer, train = inference_parser("x").format_help(), train_parser("x").format_help()
+    for flag in ("--unet_channels", "--arch_frame", "--prediction_type", "--num_gpus", "--config"):
+        assert flag in train and flag not in infer, flag
+    for flag in ("--steps", "--num_samples", "--flip_tta", "--weights_unet", "--output_dir", "--list_test"):
+        assert flag in infer, flag
+    args = inference_parser("x").parse_args(["--data_root", "d", "--list_test", "t", "--output_dir", "o",
+                                             "--unet_channels", "8"])
+    assert args.unet_channels == 8  # still parsed
+
+
+def test_one_name_per_thing_across_the_stages():
+    """The vocoder's split lists take Stage 1's names; the original names still work, hidden from --help.
+    report.py has one flag for the systems (--system is its hidden alias)."""
+    import argparse
+
+    from BigVGAN.trainer import add_common_args
+    from DiffBinaural.report import build_parser
+
+    p = argparse.ArgumentParser()
+    add_common_args(p)
+    text = p.format_help()
+    assert "--list_train" in text and "--list_val" in text and "--train_list" not in text
+    for old, new in (("--train_list", "train_list"), ("--list_train", "train_list"), ("--val_list", "val_list")):
+        args = p.parse_args(["--audio_dir", "a", "--checkpoint_path", "c", old, "x.csv"])
+        assert getattr(args, new) == "x.csv"
+    r = build_parser()
+    assert "--system" not in r.format_help()
+    args = r.parse_args(["--out_dir", "o", "--gt_wavs", "g", "--system", "a=A", "--pred_dirs", "b=B", "c=C"])
+    assert args.pred_dirs == ["a=A", "b=B", "c=C"]

@@ -53,8 +53,11 @@ def test_whole_pipeline(tmp_path):
     _run("DiffBinaural/train_realBinaural.py", *common, "--list_train", splits / "train.csv", "--list_val",
          splits / "val.csv", "--batch_size_per_gpu", 2, "--max_steps", 2, "--steps", 2)
     for mode, lst, split in (("test", "test", "test"), ("gt", "test", "test"), ("test", "train", "train")):
-        _run("DiffBinaural/test_realBinaural.py", *common, "--mode", mode, "--list_test", splits / f"{lst}.csv",
-             "--split", split, "--steps", 2, "--output_dir", tmp_path / ("mels_gt" if mode == "gt" else "mels_pred"))
+        proc = _run("DiffBinaural/test_realBinaural.py", *common, "--mode", mode, "--list_test",
+                    splits / f"{lst}.csv", "--split", split, "--steps", 2, "--output_dir",
+                    tmp_path / ("mels_gt" if mode == "gt" else "mels_pred"))
+        # written to a log (not a terminal): no progress bar's carriage returns, one summary line
+        assert "\r" not in proc.stderr and "wrote " in proc.stderr
     meta = json.loads((tmp_path / "mels_pred" / "meta.json").read_text())
     assert meta["mel"]["hop_size"] == 256 and meta["split"] == "train"  # the last dump's split
     assert meta["phase"]["channels"] == ["coherence_real", "coherence_imag"]
@@ -94,7 +97,7 @@ def test_whole_pipeline(tmp_path):
 
     voc = ["--config", "BigVGAN/configs/bigvgan_tiny.json", "--audio_dir", data / "processed" / "binaural_audios_22050Hz",
            "--batch_size_per_gpu", 2, "--workers", 0, "--num_val", 1, "--segment_size", 4096,
-           "--train_list", splits / "train.csv", "--val_list", splits / "val.csv"]
+           "--list_train", splits / "train.csv", "--list_val", splits / "val.csv"]
     _run("BigVGAN/train_binaural_mel.py", *voc, "--checkpoint_path", tmp_path / "voc_gt", "--max_steps", 2)
     _run("BigVGAN/train_binaural_both.py", *voc, "--checkpoint_path", tmp_path / "voc", "--max_steps", 2,
          "--mel_pred_left_dir", tmp_path / "mels_pred" / "left" / "train",

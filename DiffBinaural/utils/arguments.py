@@ -182,9 +182,17 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+# Flags of _common that the inference scripts accept (old command lines keep working) but do not use:
+# the model comes from the run's config.json, and inference is one process.
+INFERENCE_IGNORES = frozenset(PRESET_KEYS) | {"config", "num_gpus", "batch_size_per_gpu", "workers"}
+
+
 def inference_parser(description: str) -> argparse.ArgumentParser:
     p = PresetParser(description=description)
     _common(p)
+    for action in p._actions:
+        if action.dest in INFERENCE_IGNORES:
+            action.help = argparse.SUPPRESS  # accepted, not listed: they would not change the output
     g = p.add_argument_group("inference")
     g.add_argument("--mode", choices=("test", "gt"), default="test",
                    help="test: generate mels; gt: write the ground-truth mels of the same clips")
