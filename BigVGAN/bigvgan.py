@@ -24,6 +24,10 @@ from BigVGAN.activations import Activation1d, Snake, SnakeBeta
 from BigVGAN.packed_conv import Conv1d, ConvTranspose1d, packing_available
 from binaural_core.audio import BadInputError
 
+# NVIDIA's hub snapshots: the generator (+ config) and, for fine-tuning, discriminators + optimizers
+GENERATOR_FILES = ("config.json", "bigvgan_generator.pt")
+DISCRIMINATOR_FILE = "bigvgan_discriminator_optimizer.pt"
+
 REQUIRED_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
                  "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels", "activation", "snake_logscale")
 # Every key NVIDIA's code or configs use (all nine official configs load), plus this project's own
@@ -210,10 +214,13 @@ class BigVGAN(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, *, map_location: str | torch.device = "cpu") -> BigVGAN:
-        """Load a LOCAL folder holding ``config.json`` + ``bigvgan_generator.pt`` (an HF snapshot
-        downloaded beforehand), or a generator file with ``config.json`` beside it. No downloads."""
+        """Load NVIDIA's layout: a hub id (``nvidia/bigvgan_v2_22khz_80band_256x``, downloaded once and
+        cached by huggingface_hub), a folder holding ``config.json`` + ``bigvgan_generator.pt``, or a
+        generator file with ``config.json`` beside it."""
         from binaural_core.checkpoint import safe_load
+        from binaural_core.hub import resolve
 
+        path = resolve(path, files=GENERATOR_FILES, what="a BigVGAN generator")
         folder, file = (path, os.path.join(path, "bigvgan_generator.pt")) if os.path.isdir(path) else (
             os.path.dirname(os.path.abspath(path)), path)
         model = cls(load_config(os.path.join(folder, "config.json")))

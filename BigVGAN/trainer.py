@@ -48,8 +48,12 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="epochs to train (Stage 1's name; --training_epochs is the original's)")
     p.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: no limit)")
     p.add_argument("--pretrained", default=None,
-                   help="start the generator from this file (g_XXXXXXXX or NVIDIA's bigvgan_generator.pt) "
-                        "or a folder holding bigvgan_generator.pt; ignored when resuming")
+                   help="start the generator from a file (g_XXXXXXXX or NVIDIA's bigvgan_generator.pt), a folder "
+                        "holding bigvgan_generator.pt, or a hub id such as nvidia/bigvgan_v2_22khz_80band_256x "
+                        "(downloaded once, cached); ignored when resuming")
+    p.add_argument("--pretrained_discriminator", action=argparse.BooleanOptionalAction, default=False,
+                   help="with --pretrained: also start the discriminators from the matching do_XXXXXXXX or NVIDIA's "
+                        "bigvgan_discriminator_optimizer.pt (published beside their generators)")
     p.add_argument("--val_audio_dir", default=None, help="validation wavs (default: --audio_dir)")
     p.add_argument("--list_train", default=None, dest="train_list",
                    help="split list of the training clips (CSV with a name column, FAIR-Play .h5 or .txt)")
@@ -71,6 +75,22 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip_bad", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--max_nonfinite", type=int, default=10,
                    help="non-finite losses/gradients in a row that are skipped before training stops")
+
+
+def load_discriminator(module: torch.nn.Module, state: dict, path: str) -> None:
+    """NVIDIA's (or our) discriminator weights into ``module``: every parameter must be there with its
+    shape; buffers are taken where their shapes agree (the CQT discriminator's kernels are nnAudio's
+    buffers, whose shapes depend on its version, and are rebuilt from the config anyway)."""
+    params = dict(module.named_parameters())
+    missing = [k for k in params if k not in state]
+    wrong = [k for k in params if k in state and tuple(state[k].shape) != tuple(params[k].shape)]
+    if missing or wrong:
+        what = f"missing {missing[:3]}" if missing else f"shapes differ for {wrong[:3]}"
+        raise BadInputError(path, f"discriminator weights do not fit the --config architecture ({what})")
+    buffers = dict(module.named_buffers())
+    keep = {k: v for k, v in state.items()
+            if k in params or (k in buffers and tuple(v.shape) == tuple(buffers[k].shape))}
+    module.load_state_dict(keep, strict=False)
 
 
 def parse_schedule(text: str) -> list[tuple[float, float]]:
@@ -196,13 +216,34 @@ class VocoderTrainer(TrainingLoop):
         log.info("resumed from %s / %s: step %d, epoch %d", g_path, do_path, self.step, self.epoch)
         return True
 
-    def _load_pretrained(self, path: str) -> None:
+    def _load_pretrained(self, name: str) -> None:
+        """``--pretrained``: a ``g_``/``bigvgan_generator.pt`` file, a folder holding one, or a hub id
+        (``nvidia/bigvgan_v2_22khz_80band_256x``); with ``--pretrained_discriminator`` also the MPD and
+        MRD/CQT discriminators of the matching ``do_`` file or ``bigvgan_discriminator_optimizer.pt``
+        (their optimizer states are not taken: fine-tuning starts AdamW afresh at the config's LR)."""
+        from BigVGAN.bigvgan import DISCRIMINATOR_FILE, GENERATOR_FILES
+        from binaural_core.hub import resolve
+
+        with_d = self.args.pretrained_discriminator
+        path = resolve(name, files=GENERATOR_FILES[1:] + ((DISCRIMINATOR_FILE,) if with_d else ()),
+                       what="pretrained vocoder weights")
         if os.path.isdir(path):
-            path = os.path.join(path, "bigvgan_generator.pt")
-        state = safe_load(path, self.device)
+            g_path, d_path = os.path.join(path, GENERATOR_FILES[1]), os.path.join(path, DISCRIMINATOR_FILE)
+        else:
+            folder, base = os.path.split(path)
+            g_path = path
+            d_path = os.path.join(folder, "do_" + base[2:] if base.startswith("g_") else DISCRIMINATOR_FILE)
+        state = safe_load(g_path, self.device)
         state = state.get("generator", state) if isinstance(state, dict) else state
-        load_strict(self.generator, state, path, config=self.args.config)
-        log.info("generator initialised from %s", path)
+        load_strict(self.generator, state, g_path, config=self.args.config)
+        log.info("generator initialised from %s", g_path)
+        if with_d:
+            do = safe_load(d_path, self.device)
+            for part in ("mpd", "mrd"):
+                if not isinstance(do, dict) or part not in do:
+                    raise BadInputError(d_path, f"not a discriminator checkpoint (no {part!r} state)")
+                load_discriminator(self.discs[part], do[part], d_path)
+            log.info("discriminators initialised from %s", d_path)
 
     def save(self) -> None:
         rngs = self.gather_rng_states()

@@ -31,6 +31,12 @@ def load_generator(checkpoint_file: str, *, config: str | None = None, device: s
     """
     from BigVGAN.bigvgan import BigVGAN, load_config
 
+    from BigVGAN.bigvgan import GENERATOR_FILES
+    from binaural_core.hub import resolve
+
+    checkpoint_file = resolve(checkpoint_file, files=GENERATOR_FILES, what="a vocoder generator")
+    if os.path.isdir(checkpoint_file):  # a hub snapshot or a save_pretrained folder
+        checkpoint_file = os.path.join(checkpoint_file, GENERATOR_FILES[1])
     state = generator_state(checkpoint_file)  # before the config: a wrong file is named for what it is
     config = config or os.path.join(os.path.dirname(os.path.abspath(checkpoint_file)), "config.json")
     h = load_config(config)

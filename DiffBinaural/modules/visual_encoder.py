@@ -68,6 +68,20 @@ class SmallCNN(nn.Module):
         return self.net(x).mean(dim=(2, 3))
 
 
+def _from_pretrained(cls, name: str):
+    """transformers' from_pretrained (a hub id, cached, or a save_pretrained folder); offline without the
+    weights, one line saying what to pass."""
+    from binaural_core.audio import BadInputError
+    from binaural_core.hub import offline_hint
+
+    try:
+        return cls.from_pretrained(name)
+    except OSError as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise BadInputError(name, f"cannot load the image encoder ({reason}); pass --pretrained_frame FOLDER (a "
+                                  f"save_pretrained folder) or 'none' for random weights; {offline_hint(name)}") from None
+
+
 def fourier_features(xy: torch.Tensor, num_freqs: int) -> torch.Tensor:
     """Fixed multi-frequency sin/cos encoding of coordinates in [0, 1] (NeRF-style; Tancik et al. 2020).
 
@@ -174,7 +188,7 @@ class VisualEncoder(nn.Module):
             from transformers import ResNetConfig, ResNetModel
 
             if pretrained is not None:
-                net = ResNetModel.from_pretrained(pretrained)
+                net = _from_pretrained(ResNetModel, pretrained)
             else:
                 net = ResNetModel(
                     ResNetConfig(**(backbone_config if backbone_config is not None else _RESNET18))
@@ -183,7 +197,7 @@ class VisualEncoder(nn.Module):
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
         if pretrained is not None:
-            net = CLIPVisionModel.from_pretrained(pretrained)
+            net = _from_pretrained(CLIPVisionModel, pretrained)
         else:
             net = CLIPVisionModel(CLIPVisionConfig(**(backbone_config or {})))
         size = net.config.image_size
