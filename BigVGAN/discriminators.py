@@ -258,7 +258,9 @@ class SincResample(nn.Module):
 
 def _cqt_transform(sr: int, hop: int, n_bins: int, bins_per_octave: int) -> nn.Module:
     try:
-        from nnAudio.features.cqt import CQT2010v2
+        from binaural_core.extras import need
+
+        CQT2010v2 = need("nnAudio.features.cqt", "the CQT discriminator of BigVGAN v2").CQT2010v2
     except ImportError as err:
         raise BadInputError(
             None,

@@ -179,6 +179,9 @@ class VocoderTrainer(TrainingLoop):
         self.d = {name: DDP(m, **ddp) if self.world > 1 else m for name, m in self.discs.items()}
         self.writer = None
         if self.is_main:
+            from binaural_core.extras import need
+
+            need("tensorboard", "training (its TensorBoard logs)")
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(os.path.join(args.checkpoint_path, "tb"))
@@ -342,7 +345,9 @@ class VocoderTrainer(TrainingLoop):
         if not self.is_main:
             du.barrier()
             return {}
-        import auraloss
+        from binaural_core.extras import need
+
+        auraloss = need("auraloss", "the vocoder's validation (MR-STFT)")
 
         from binaural_core.audio import resample
 

@@ -29,9 +29,7 @@ def load_generator(checkpoint_file: str, *, config: str | None = None, device: s
 
     Returns (generator, h, mel_cfg).
     """
-    from BigVGAN.bigvgan import BigVGAN, load_config
-
-    from BigVGAN.bigvgan import GENERATOR_FILES
+    from BigVGAN.bigvgan import GENERATOR_FILES, BigVGAN, load_config
     from binaural_core.hub import resolve
 
     checkpoint_file = resolve(checkpoint_file, files=GENERATOR_FILES, what="a vocoder generator")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from binaural_core.audio import resample, save_wav
+from binaural_core.extras import need
 from binaural_core.runtime import machine
 
 EXCERPT_SECONDS = 10.0
@@ -173,8 +174,7 @@ def write_page(out_dir: str, *, title: str, clips: list[ClipEntry], summary_rows
 
 def cue_only_figure(name: str, wav: np.ndarray, sr: int, path: str) -> str:
     """ILD and ITD over time of one (2, S) signal (e.g. binauralize's output), at the metrics' rate."""
-    import matplotlib
-
+    matplotlib = need("matplotlib", "figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

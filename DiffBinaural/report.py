@@ -28,6 +28,7 @@ import sys
 import numpy as np
 
 from binaural_core.audio import LEFT, RIGHT, BadInputError, cli_main, mono_from_binaural, read_wav, resample
+from binaural_core.extras import need
 from binaural_core.mel import MelConfig, mel_numpy, read_json
 from binaural_core.mel_dir import clip_paths, read_npy
 from DiffBinaural.dataset import layout
@@ -54,8 +55,7 @@ def load_mels(mel_dir: str, split: str, name: str) -> np.ndarray:
 
 def cue_figure(name: str, gt: np.ndarray, systems: dict[str, np.ndarray], mono: np.ndarray, path: str) -> None:
     """ILD and ITD over time of the ground truth, each system's (2, S) output and the mono copy."""
-    import matplotlib
-
+    matplotlib = need("matplotlib", "figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -119,7 +119,7 @@ def clip_names(systems, docs, gt_dir: str) -> list[str]:
 
 
 def write_report(args) -> str:
-    import matplotlib.pyplot as plt
+    plt = need("matplotlib.pyplot", "report.py's figures")
 
     systems = [parse_system(t) for t in args.pred_dirs]
     if not systems:

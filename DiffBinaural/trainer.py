@@ -120,6 +120,9 @@ class Stage1Trainer(TrainingLoop):
         self.best = math.inf
         self.writer = None
         if self.is_main:
+            from binaural_core.extras import need
+
+            need("tensorboard", "training (its TensorBoard logs)")
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(os.path.join(self.dir, "tb"))

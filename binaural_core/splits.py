@@ -98,7 +98,9 @@ def _read_csv(path: str) -> list[tuple[str, str]]:
 
 
 def _read_h5(path: str) -> list[tuple[str, str]]:
-    import h5py
+    from binaural_core.extras import need
+
+    h5py = need("h5py", f"reading {path}")
 
     try:
         with h5py.File(path, "r") as f:

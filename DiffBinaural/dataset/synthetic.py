@@ -38,11 +38,11 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 
-import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
 from binaural_core.audio import BadInputError, cli_main, load_wav, mono_from_binaural, save_wav
+from binaural_core.extras import need
 from DiffBinaural.dataset import layout, spatial
 from DiffBinaural.dataset.instruments import synthesize
 
@@ -342,7 +342,7 @@ def _write_splits(cfg: SynthConfig, out: str, splits: dict[str, list[str]]) -> N
         else:  # FAIR-Play's official split files hold absolute paths from the authors' machine
             path = layout.fp_split_h5(out, split, 1)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with h5py.File(path, "w") as fh:
+            with need("h5py", "the FAIR-Play layout's .h5 split files").File(path, "w") as fh:
                 wavs = np.array([f"{FAKE_FAIRPLAY_ROOT}/{m}.wav".encode() for m in members])
                 fh.create_dataset(layout.FP_H5_KEY, data=wavs)
 

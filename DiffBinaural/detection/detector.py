@@ -99,7 +99,9 @@ def load_detector(name: str | None = None, *, device: str | torch.device = "cpu"
 
     Offline without the weights it stops with one line saying which folder to pass.
     """
-    import transformers
+    from binaural_core.extras import need
+
+    transformers = need("transformers", "--boxes auto (an object detector)")
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES as ZERO_SHOT,
     )

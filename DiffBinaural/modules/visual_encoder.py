@@ -184,6 +184,9 @@ class VisualEncoder(nn.Module):
             net = SmallCNN(channels=tuple(cfg.pop("channels", (32, 64, 128, 256))), **cfg)
             return net, net.out_dim, None
         # Imported lazily: transformers is heavy and the cnn path does not need it.
+        from binaural_core.extras import need
+
+        need("transformers", f"the {backbone} image encoder")
         if backbone == "resnet18":
             from transformers import ResNetConfig, ResNetModel
 

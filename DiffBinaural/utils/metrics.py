@@ -35,13 +35,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-import auraloss
 import numpy as np
-import pesq as pesq_lib
 import scipy.signal
 import torch
 
 from binaural_core.audio import LEFT, RIGHT, resample
+from binaural_core.extras import need
 from binaural_core.mel import DEFAULT_CONFIG, MelConfig, mel_numpy
 
 SR = 22050
@@ -151,13 +150,14 @@ def _wav_l2(p: np.ndarray, g: np.ndarray) -> float:
 
 def _pesq(p16: np.ndarray, g16: np.ndarray) -> float:
     # ITU-T P.862.2 wide-band at 16 kHz per channel, mean; NaN where PESQ refuses (e.g. no utterance).
+    pesq_lib = need("pesq", "the pesq metric (--no-pesq skips it)")
     try:
         return float(np.mean([pesq_lib.pesq(FAIRPLAY_SR, g16[c], p16[c], "wb") for c in (LEFT, RIGHT)]))
     except pesq_lib.PesqError:
         return math.nan
 
 
-_MRSTFT: auraloss.freq.MultiResolutionSTFTLoss | None = None
+_MRSTFT = None  # auraloss.freq.MultiResolutionSTFTLoss, built on first use
 
 
 def _mrstft(p: np.ndarray, g: np.ndarray) -> float:
@@ -166,7 +166,7 @@ def _mrstft(p: np.ndarray, g: np.ndarray) -> float:
     # so channels are not batched together), then the mean of L and R.
     global _MRSTFT
     if _MRSTFT is None:
-        _MRSTFT = auraloss.freq.MultiResolutionSTFTLoss()
+        _MRSTFT = need("auraloss", "the mrstft metric").freq.MultiResolutionSTFTLoss()
     with torch.no_grad():
         vals = [
             float(_MRSTFT(torch.from_numpy(p[c][None, None].astype(np.float32)),

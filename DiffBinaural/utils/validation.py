@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from binaural_core import distributed as du
 from binaural_core.audio import LEFT, RIGHT
+from binaural_core.extras import need
 from DiffBinaural.model import denormalize_mel
 
 KEYS = ("mel_distance_left", "mel_distance_right", "mel_distance", "diff_distance")
@@ -103,8 +104,7 @@ def validate(model, sampler, dataset, *, device: torch.device, batch_size: int, 
 
 def mel_figure(item: dict):
     """Matplotlib figure: rows GT / predicted, columns left / right / L−R (ln-mel, shared colour scales)."""
-    import matplotlib
-
+    matplotlib = need("matplotlib", "figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,0 +1,36 @@
+"""Optional dependencies: what each extra of ``pip install "diffbinaural[...]"`` brings, and one clear line
+when a feature's package is missing.
+
+The core install binauralizes (Stage 1 with the small CNN encoder, the mono renderer, the vocoder's
+inference, video in and out). Training, evaluation, the pretrained image encoders and detectors, and
+FAIR-Play's ``.h5`` split files each need an extra (``pyproject.toml``); ``make install`` and the ``dev``
+extra install them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from binaural_core.audio import BadInputError
+
+# module -> (pip package, extra)
+EXTRAS = {
+    "transformers": ("transformers", "vision"),
+    "pesq": ("pesq", "eval"),
+    "auraloss": ("auraloss", "eval"),
+    "matplotlib": ("matplotlib", "eval"),
+    "tensorboard": ("tensorboard", "train"),
+    "nnAudio": ("nnAudio", "train"),
+    "h5py": ("h5py", "fairplay"),
+}
+
+
+def need(module: str, what: str) -> ModuleType:
+    """``import module``, or one line: ``{what} needs {package}: pip install "diffbinaural[{extra}]"``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package, extra = EXTRAS[module.split(".")[0]]
+        raise BadInputError(None, f"{what} needs the package {package}, which is not installed: "
+                                  f'pip install "diffbinaural[{extra}]" (or pip install {package})') from None
