@@ -1,5 +1,5 @@
 """The vocoder as a library: load a generator, vocode long mels in chunks (used by the script
-``BigVGAN/inference.py`` and by ``binauralize.py`` / :mod:`DiffBinaural.pipeline`).
+``BigVGAN/inference.py`` and by ``binauralize.py`` / :mod:`DiffBinaural.inference.pipeline`).
 
 :func:`iter_vocode` cuts a long mel into chunks of ``chunk_frames`` frames vocoded with
 ``CONTEXT_FRAMES`` frames of context on each side, so memory does not grow with the clip's length

@@ -10,7 +10,7 @@
 def __getattr__(name: str):
     # lazy: `import DiffBinaural.dataset` (e.g. in a DataLoader worker) does not pay for the pipeline's imports
     if name == "Binauralizer":
-        from DiffBinaural.binauralizer import Binauralizer
+        from DiffBinaural.inference.binauralizer import Binauralizer
 
         return Binauralizer
     raise AttributeError(f"module 'DiffBinaural' has no attribute {name!r}")

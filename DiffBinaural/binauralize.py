@@ -23,8 +23,8 @@ import logging
 
 from BigVGAN.vocode import add_speed_flags
 from binaural_core.audio import BadInputError, cli_main
-from DiffBinaural.pipeline import RENDERERS
-from DiffBinaural.renderer import MODES
+from DiffBinaural.inference.pipeline import RENDERERS
+from DiffBinaural.inference.renderer import MODES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights_frame", default=None, help="default: {stage1}/frame_best.pth")
     p.add_argument("--renderer", choices=RENDERERS, default="mono",
                    help="mono: the input's STFT scaled and rotated by Stage 1's output; vocoder: BigVGAN per ear")
-    p.add_argument("--mode", choices=MODES, default="free", help="mono renderer formulation (DiffBinaural/renderer.py)")
+    p.add_argument("--mode", choices=MODES, default="free", help="mono renderer formulation (DiffBinaural/inference/renderer.py)")
     p.add_argument("--vocoder", default=None,
                    help="generator checkpoint (g_XXXXXXXX or bigvgan_generator.pt); only for --renderer vocoder")
     p.add_argument("--vocoder_config", default=None, help="default: config.json beside --vocoder")
@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    from DiffBinaural.binauralizer import Binauralizer
+    from DiffBinaural.inference.binauralizer import Binauralizer
 
     args = parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -10,7 +10,7 @@ Pairs every ``{name}.wav`` or ``{name}_binaural_generated.wav`` of ``--pred_dir`
 ``{name}.wav`` of ``--gt_dir``. Both may come at any sample rate (each metric resamples to its own:
 16 kHz for the FAIR-Play metrics and PESQ, 22050 Hz for the mel and cue metrics); a pair whose
 durations differ by more than ``--duration_tolerance`` seconds is refused. For each clip it computes
-the metrics of :mod:`DiffBinaural.utils.metrics` for the model and for the mono-copy baseline
+the metrics of :mod:`DiffBinaural.evaluation.metrics` for the model and for the mono-copy baseline
 (``(L + R) / 2`` of the GT on both ears, FAIR-Play's "Mono-Mono"), then writes (atomically) a JSON file::
 
     {
@@ -51,7 +51,7 @@ import numpy as np
 from binaural_core.audio import BadInputError, cli_main, mono_from_binaural, read_wav
 from binaural_core.checkpoint import atomic_write_text
 from binaural_core.mel import DEFAULT_CONFIG, MelConfig
-from DiffBinaural.utils.metrics import (
+from DiffBinaural.evaluation.metrics import (
     FAIRPLAY_SR,
     HIGHER_IS_BETTER,
     METRIC_NAMES,

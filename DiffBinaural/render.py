@@ -5,7 +5,7 @@
 For every clip of ``{mel_dir}/left/{split}``: the mono's STFT is scaled per bin by the gains that the
 predicted left/right mels imply relative to the mono's own mel, and rotated by the predicted interaural
 phase (``{mel_dir}/phase/{split}/{name}.npy`` when the mel dir has it; ``--no-phase`` ignores it), then
-inverted (``DiffBinaural.renderer``). The output keeps the mono's waveform and phase: no vocoder, no
+inverted (``DiffBinaural.inference.renderer``). The output keeps the mono's waveform and phase: no vocoder, no
 training. ``{mono_dir}/{name}.wav``: any rate (resampled to the mel rate), one channel, or two (down-mixed
 to (L + R) / 2, e.g. FAIR-Play's binaural files). Output: ``OUT/{name}.wav``, 2 channels (0 = left), the
 mono's duration at the mel rate; a clip whose peak would exceed full scale is scaled down (counted).
@@ -24,7 +24,7 @@ import torch
 from binaural_core.audio import BadInputError, cli_main, load_wav, save_wav
 from binaural_core.mel import MelConfig
 from binaural_core.mel_dir import clip_paths, load_mel_file, load_phase_file, read_meta
-from DiffBinaural.renderer import MODES, render
+from DiffBinaural.inference.renderer import MODES, render
 
 log = logging.getLogger("DiffBinaural")
 FRAME_TOLERANCE = 2  # mels may be a frame or two off the mono (e.g. a binaural file a few samples shorter)
@@ -59,7 +59,7 @@ def main() -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--mono_dir", required=True, help="folder of {name}.wav mono inputs")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--mode", choices=MODES, default="free", help="formulation (DiffBinaural/renderer.py)")
+    p.add_argument("--mode", choices=MODES, default="free", help="formulation (DiffBinaural/inference/renderer.py)")
     p.add_argument("--phase", action=argparse.BooleanOptionalAction, default=True,
                    help="use the mel dir's interaural phase when it has one (--no-phase: IPD 0)")
     p.add_argument("--subtype", default="PCM_16", choices=("PCM_16", "PCM_24", "FLOAT"))

@@ -1,5 +1,5 @@
 """Write the report of a run: metrics of each system beside the mono-copy baseline, figures, and
-with ``--html`` a listening page (``report.html``, :mod:`DiffBinaural.listening`).
+with ``--html`` a listening page (``report.html``, :mod:`DiffBinaural.evaluation.listening`).
 
     python -m DiffBinaural.report --out_dir runs/demo --pred_dirs "mono renderer=WAVS:METRICS.json" \
         "vocoder=WAVS:METRICS.json" [...] --pred_mels MELDIR --gt_mels MELDIR \
@@ -13,7 +13,7 @@ mono-copy column is the baseline of the first system's JSON (the same ground tru
 clip: GT vs predicted left / right / L−R mels (``mels_{name}.png``), and ILD and ITD over time for the
 ground truth, every system and the mono copy (``cues_{name}.png``; the mono copy's cues are 0).
 A system given without a metrics JSON (``--pred_dirs NAME=DIR``) is scored here on the page's clips
-(FAIR-Play STFT / ENV and the cue errors, :func:`DiffBinaural.utils.metrics.compute_all`). Wavs may come
+(FAIR-Play STFT / ENV and the cue errors, :func:`DiffBinaural.evaluation.metrics.compute_all`). Wavs may come
 at any rate; without ``--mono_dir`` the mono is the ground truth's (L + R) / 2 (FAIR-Play).
 """
 
@@ -33,8 +33,8 @@ from binaural_core.mel import MelConfig, mel_numpy, read_json
 from binaural_core.mel_dir import clip_paths, read_npy
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.frames import count_frames, read_detections
-from DiffBinaural.listening import EXCERPT_SECONDS, LISTEN_DIR, ClipEntry, draw_still, write_page
-from DiffBinaural.utils.metrics import compute_all, frame_times, ild_series, itd_series
+from DiffBinaural.evaluation.listening import EXCERPT_SECONDS, LISTEN_DIR, ClipEntry, draw_still, write_page
+from DiffBinaural.evaluation.metrics import compute_all, frame_times, ild_series, itd_series
 from DiffBinaural.utils.validation import mel_figure
 
 ROWS = ("stft_distance", "env_distance", "mag_distance", "phase_distance", "snr", "wav_l2", "mel_distance",

@@ -1,7 +1,7 @@
 """Write Stage 1 mels (or, with --mode gt, ground-truth mels) of FAIR-Play clips (--list_test: an official split .h5) to a mel directory."""
 
 from binaural_core.audio import cli_main
-from DiffBinaural.inference import run_inference
+from DiffBinaural.inference.stage1 import run_inference
 from DiffBinaural.utils.arguments import inference_parser
 
 

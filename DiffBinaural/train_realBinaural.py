@@ -1,7 +1,7 @@
-"""Train Stage 1 on a RealBinaural dataset (layout: docs/formats.md). All logic: DiffBinaural.trainer."""
+"""Train Stage 1 on a RealBinaural dataset (layout: docs/formats.md). All logic: DiffBinaural.training.trainer."""
 
 from binaural_core.audio import cli_main
-from DiffBinaural.trainer import run
+from DiffBinaural.training.trainer import run
 from DiffBinaural.utils.arguments import train_parser
 
 

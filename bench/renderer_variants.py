@@ -1,4 +1,4 @@
-"""Compare the mono renderer's formulations (DiffBinaural.renderer) on a dataset's clips.
+"""Compare the mono renderer's formulations (DiffBinaural.inference.renderer) on a dataset's clips.
 
     python bench/renderer_variants.py --data_root DATA [--split test] [--mel_dir MELS] [--clips 8]
 
@@ -25,8 +25,8 @@ from binaural_core.audio import load_wav
 from binaural_core.interaural import mels_and_phase
 from binaural_core.mel import MelConfig
 from DiffBinaural.evaluate import mono_baseline
-from DiffBinaural.renderer import MODES, render
-from DiffBinaural.utils.metrics import compute_all
+from DiffBinaural.evaluation.metrics import compute_all
+from DiffBinaural.inference.renderer import MODES, render
 
 KEYS = ("stft_distance", "env_distance", "pesq", "ild_error_db", "itd_error_ms", "phase_distance", "mel_distance")
 

@@ -25,7 +25,7 @@ that ``a_L e^{jα_L} + a_R e^{jα_R}`` has the reference's own phase (``arg = 0`
 ``M = (L + R) / 2`` and a single source per bin this is exact (the louder ear stays close to the mono's
 phase); the symmetric split ``±Δ/2`` is exact only for equal levels.
 
-This module belongs to neither stage: the renderer (``DiffBinaural.renderer``) and the vocoder
+This module belongs to neither stage: the renderer (``DiffBinaural.inference.renderer``) and the vocoder
 (``BigVGAN/inference.py``) both use it.
 """
 

@@ -1,4 +1,4 @@
-"""One training runtime for both stages (``DiffBinaural/trainer.py`` and ``BigVGAN/trainer.py``).
+"""One training runtime for both stages (``DiffBinaural/training/trainer.py`` and ``BigVGAN/trainer.py``).
 
 What every training run needs and neither stage owns:
 

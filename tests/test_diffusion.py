@@ -362,7 +362,7 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
     the whole clip's frames: same windows, batches, seeds and overlap-add sums."""
     from types import SimpleNamespace
 
-    from DiffBinaural.inference import generate_clip
+    from DiffBinaural.inference.stage1 import generate_clip
     from DiffBinaural.model import Stage1Model, build_sampler
     from DiffBinaural.utils.arguments import model_config, train_parser
 
@@ -416,7 +416,7 @@ def test_flip_tta_is_mirror_equivariant():
     from binaural_core.interaural import mels_and_phase
     from binaural_core.mel import MelConfig
     from DiffBinaural.dataset.frames import mirror_visual
-    from DiffBinaural.inference import generate_clip
+    from DiffBinaural.inference.stage1 import generate_clip
     from DiffBinaural.model import Stage1Model, build_sampler, mirror_ears
     from DiffBinaural.utils.arguments import model_config, train_parser
 

@@ -12,7 +12,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md", "QUICKSTART.md", "DiffBinaural/README.md", "BigVGAN/README.md", "bench/README.md"] + [
     f"docs/{f}" for f in sorted(os.listdir(os.path.join(REPO, "docs"))) if f.endswith(".md")]
-# a repository path as the texts spell them: DiffBinaural/renderer.py, docs/formats.md, BigVGAN/configs/x.json
+# a repository path as the texts spell them: DiffBinaural/inference/renderer.py, docs/formats.md, BigVGAN/configs/x.json
 PATH = re.compile(r"(?<![\w./-])((?:DiffBinaural|BigVGAN|binaural_core|docs|bench|tests)/[\w./-]*\.(?:py|md|json|sh|png))")
 
 

@@ -45,14 +45,14 @@ def line(call):
     return "no error"
 
 
-from DiffBinaural.utils import metrics
+from DiffBinaural.evaluation import metrics
 out["pesq"] = line(lambda: metrics._pesq(np.zeros((2, 16000)), np.zeros((2, 16000))))
 from binaural_core.splits import read_split_list
 open(os.path.join(work, "s.h5"), "wb").write(b"")
 out["h5"] = line(lambda: read_split_list(os.path.join(work, "s.h5")))
 from DiffBinaural.modules.visual_encoder import VisualEncoder
 out["resnet"] = line(lambda: VisualEncoder(backbone="resnet18"))
-from DiffBinaural.listening import cue_only_figure
+from DiffBinaural.evaluation.listening import cue_only_figure
 out["figure"] = line(lambda: cue_only_figure("x", stereo, 22050, os.path.join(work, "c.png")))
 from binaural_core.extras import need
 out["tensorboard"] = line(lambda: need("tensorboard", "training (its TensorBoard logs)"))

@@ -43,6 +43,10 @@ def hub(tmp_path, monkeypatch):
                 "steps": 5_000_000, "epoch": 100}, snapshot / DISCRIMINATOR_FILE)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf  # read at its import: an earlier test may have imported it
+
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     return SimpleNamespace(generator=generator, discs=discs, snapshot=snapshot, h=h)
 
 

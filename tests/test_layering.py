@@ -111,3 +111,12 @@ def test_every_console_script_is_a_scripts_cli():
         module, function = target.split(":")
         assert module in MODULES and _is_script(MODULES[module]), f"{command}: {module} is not one of the scripts"
         assert callable(getattr(importlib.import_module(module), function)), command
+
+
+def test_the_top_of_diffbinaural_holds_scripts_and_the_model_only():
+    """The reader meets the scripts at the door; the library lives in packages (training/, inference/,
+    evaluation/, detection/, dataset/, modules/, ...)."""
+    top = [m for m in MODULES if m.count(".") == 1 and m.startswith("DiffBinaural.")
+           and not MODULES[m].endswith("__init__.py")]  # files, not packages
+    libraries = sorted(m for m in top if not _is_script(MODULES[m]))
+    assert libraries == ["DiffBinaural.model"], libraries

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.synthetic import generate_dataset
-from DiffBinaural.listening import PLAYER_PEAK
+from DiffBinaural.evaluation.listening import PLAYER_PEAK
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)

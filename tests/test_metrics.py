@@ -1,4 +1,4 @@
-"""Invariants of DiffBinaural.utils.metrics and the evaluate.py CLI that a real bug would break."""
+"""Invariants of DiffBinaural.evaluation.metrics and the evaluate.py CLI that a real bug would break."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import soundfile as sf
 from binaural_core.audio import mono_from_binaural
 from binaural_core.mel import MelConfig
 from DiffBinaural import evaluate
-from DiffBinaural.utils import metrics as M
+from DiffBinaural.evaluation import metrics as M
 
 SR = 22050
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

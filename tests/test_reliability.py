@@ -29,7 +29,7 @@ from binaural_core.audio import BadInputError
 from binaural_core.checkpoint import safe_load
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.synthetic import generate_dataset
-from DiffBinaural.trainer import Stage1Trainer, run
+from DiffBinaural.training.trainer import Stage1Trainer, run
 from DiffBinaural.utils.arguments import load_model_config, model_config, train_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

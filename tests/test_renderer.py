@@ -11,8 +11,8 @@ import torch
 
 from binaural_core.interaural import band_ipd_to_bins, impose_ipd, phase_channels, split_phase
 from binaural_core.mel import MelConfig, bin_frequencies, istft, mel_spectrogram, stft
-from DiffBinaural.renderer import MODES, render, render_spectra
-from DiffBinaural.utils.metrics import active_frames, ild_series, itd_series
+from DiffBinaural.evaluation.metrics import active_frames, ild_series, itd_series
+from DiffBinaural.inference.renderer import MODES, render, render_spectra
 
 CFG = MelConfig()
 SR = CFG.sampling_rate

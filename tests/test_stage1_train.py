@@ -16,7 +16,7 @@ from binaural_core.checkpoint import safe_load
 from binaural_core.mel import MelConfig, mel_numpy
 from DiffBinaural.dataset.synthetic import generate_dataset
 from DiffBinaural.model import load_stage1
-from DiffBinaural.trainer import run
+from DiffBinaural.training.trainer import run
 from DiffBinaural.utils.arguments import inference_parser, train_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,7 +139,7 @@ def test_a_worker_frees_its_training_loop_before_the_process_group(monkeypatch):
 
 def test_test_script_writes_full_length_mels(data, tmp_path):
     run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
-    from DiffBinaural.inference import run_inference
+    from DiffBinaural.inference.stage1 import run_inference
 
     common = ["--id", "run", "--data_root", str(data), "--ckpt", str(tmp_path),
               "--list_test", str(data / "splits" / "test.csv"), "--window_hop", "12", *TINY]
@@ -214,7 +214,7 @@ def test_sampler_clip_bound_follows_the_residual_scale():
 
 def test_fairplay_layout_trains_and_dumps_with_resnet18(tmp_path):
     """FAIR-Play: h5 split lists, 16 kHz wavs resampled on load, whole-frame tokens, a trainable ResNet-18."""
-    from DiffBinaural.inference import run_inference
+    from DiffBinaural.inference.stage1 import run_inference
 
     root = tmp_path / "fp"
     generate_dataset(root, fmt="fairplay", num_clips=4, seconds=1.5, seed=1, image_size=(96, 54))
@@ -246,7 +246,7 @@ def test_fairplay_layout_trains_and_dumps_with_resnet18(tmp_path):
 def test_interaural_phase_trains_validates_and_dumps(data, tmp_path, target, prediction):
     """--interaural_phase: 4 diffusion channels, a phase error in validation, a phase dir in the dump."""
     from binaural_core.interaural import phase_channels
-    from DiffBinaural.inference import run_inference
+    from DiffBinaural.inference.stage1 import run_inference
     from DiffBinaural.utils.validation import validate
 
     run(_train_args(data, tmp_path, "--max_steps", "2", "--interaural_phase", "--target", target,
@@ -292,8 +292,8 @@ def test_interaural_phase_trains_validates_and_dumps(data, tmp_path, target, pre
 def test_checkpoints_without_phase_channels_load_and_render(data, tmp_path):
     """A run saved before --interaural_phase existed (no key in config.json) loads, dumps no phase dir,
     and its mels render with the mono renderer (IPD 0)."""
-    from DiffBinaural.inference import run_inference
-    from DiffBinaural.renderer import render
+    from DiffBinaural.inference.renderer import render
+    from DiffBinaural.inference.stage1 import run_inference
 
     run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
     path = tmp_path / "run" / "config.json"
@@ -332,7 +332,7 @@ def test_diffusion_target_with_phase_channels(target):
 
 def test_a_clips_noise_comes_from_its_name_not_its_place_in_the_list(data, tmp_path):
     """The same clip gets the same mels whether it is listed alone, first or last."""
-    from DiffBinaural.inference import run_inference
+    from DiffBinaural.inference.stage1 import run_inference
 
     run(_train_args(data, tmp_path, "--max_steps", "1"), dataset_kind="realbinaural")
     names = [n.strip() for n in (data / "splits" / "test.csv").read_text().splitlines()[1:]]
@@ -389,7 +389,7 @@ def test_fewer_epochs_than_eval_epoch_still_validates_and_a_never_validated_run_
     a run folder without best weights (never validated) is sampled from its latest weights, said in one line."""
     import logging
 
-    from DiffBinaural.inference import run_inference
+    from DiffBinaural.inference.stage1 import run_inference
 
     run(_train_args(data, tmp_path, "--num_epoch", "1", "--eval_epoch", "5"), dataset_kind="realbinaural")
     run_dir = tmp_path / "run"
@@ -418,7 +418,7 @@ def test_learning_rate_schedules():
     last of --max_steps (or of the epochs' steps when they end sooner), after a linear warm-up."""
     from types import SimpleNamespace
 
-    from DiffBinaural.trainer import Stage1Trainer
+    from DiffBinaural.training.trainer import Stage1Trainer
 
     def factor(step, **flags):
         args = SimpleNamespace(**{"warmup_steps": 0, "lr_schedule": "step", "decay_factor": 0.5, "lr_decay_epochs": 2,

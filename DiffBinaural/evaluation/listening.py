@@ -6,7 +6,7 @@ video with the detection boxes drawn, one player per signal, the figures, and th
 the top: the metrics table, the machine, and the commands that produced it.
 
 **Loudness matching.** Every player's excerpt is divided by its own peak over both channels, exactly
-the normalisation the metrics use (``DiffBinaural.utils.metrics.peak_normalize``), then scaled by the
+the normalisation the metrics use (``DiffBinaural.evaluation.metrics.peak_normalize``), then scaled by the
 common factor :data:`PLAYER_PEAK` (so none clips after 16-bit rounding): every player of a clip has the
 same peak, and level differences between systems are not what one hears.
 
@@ -178,7 +178,7 @@ def cue_only_figure(name: str, wav: np.ndarray, sr: int, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from DiffBinaural.utils.metrics import SR, frame_times, ild_series, itd_series
+    from DiffBinaural.evaluation.metrics import SR, frame_times, ild_series, itd_series
 
     x = np.asarray(resample(np.asarray(wav, dtype=np.float32), sr, SR), dtype=np.float64)
     fig, axes = plt.subplots(2, 1, figsize=(9, 4), sharex=True, constrained_layout=True)

@@ -27,7 +27,7 @@ import torch
 
 from binaural_core.audio import BadInputError, resample
 from DiffBinaural.dataset.frames import ClipFrames, read_detections
-from DiffBinaural.pipeline import (
+from DiffBinaural.inference.pipeline import (
     RENDERERS,
     check_mono,
     open_visual_source,
@@ -262,7 +262,7 @@ class Binauralizer:
         piece of mel is generated with the context the renderer needs around it, so nothing of clip
         length is held but the mono signal and its mel, and the output equals one pass."""
         from binaural_core.mel import mel_spectrogram
-        from DiffBinaural.inference import generate_clip
+        from DiffBinaural.inference.stage1 import generate_clip
 
         cfg, opt, mel_cfg = self.cfg, self.options, self.mel_cfg
         sr, hop = mel_cfg.sampling_rate, mel_cfg.hop_size

@@ -1,10 +1,10 @@
-"""The steps of binauralizing one input, below :class:`DiffBinaural.binauralizer.Binauralizer`.
+"""The steps of binauralizing one input, below :class:`DiffBinaural.inference.binauralizer.Binauralizer`.
 
 Input checks (:func:`check_mono`: silent, clipped, NaN input is one line naming the source), the
 visual source (:func:`open_visual_source`: a frames folder, or the video decoded with PyAV at the
 model's frame rate, plus the user's boxes checked with the datasets' own code,
 :class:`DiffBinaural.dataset.frames.ClipFrames`), the renderers applied piece by piece
-(:func:`render_piece`: the mono's own STFT scaled and rotated, :mod:`DiffBinaural.renderer`;
+(:func:`render_piece`: the mono's own STFT scaled and rotated, :mod:`DiffBinaural.inference.renderer`;
 :func:`vocode_piece`: BigVGAN per ear in chunks, then the predicted interaural phase), and the sinks
 (:func:`resampled_blocks` then a wav file or an array). The pieces use the whole clip's windows, noise
 seeds and vocoder chunks, so the output does not depend on the piece size, and memory grows only with
@@ -106,7 +106,7 @@ RENDERERS = ("mono", "vocoder")
 
 def render_piece(stage1, mono: torch.Tensor, mel_cfg, f0: int, f1: int, total: int, *, mode: str) -> torch.Tensor:
     """Samples [f0 * hop, f1 * hop) of the mono renderer's output (2, n)."""
-    from DiffBinaural.renderer import CONTEXT_FRAMES, render
+    from DiffBinaural.inference.renderer import CONTEXT_FRAMES, render
 
     m0, m1 = max(0, f0 - CONTEXT_FRAMES), min(total, f1 + CONTEXT_FRAMES)
     out = stage1(m0, m1)
@@ -174,7 +174,7 @@ def write_user_report(out_dir: str, *, mono: np.ndarray, mono_sr: int, out: str,
                       frames: ClipFrames, fps: float, notes: str) -> str:
     """``binauralize.py --report DIR``: the listening page of one user's video: the input mono and the
     output (loudness-matched excerpts), a frame with the boxes, and the output's ILD/ITD over time."""
-    from DiffBinaural.listening import (
+    from DiffBinaural.evaluation.listening import (
         EXCERPT_SECONDS,
         LISTEN_DIR,
         ClipEntry,

@@ -1,0 +1,1 @@
+"""Training Stage 1: the trainer over the shared runtime (``trainer``)."""
