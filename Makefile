@@ -91,7 +91,7 @@ demo: $(STAMP)
 			--out $(DEMO)/metrics_$$sys.json --workers 2 || exit 1; \
 	done
 	$(PY) -m DiffBinaural.report --out_dir $(DEMO) --pred_dirs "mono renderer=$(DEMO)/wav_mono_renderer:$(DEMO)/metrics_mono_renderer.json" \
-		"vocoder + IPD=$(DEMO)/wav_vocoder:$(DEMO)/metrics_vocoder.json" \
+		"vocoder + IPD (50 CPU steps, untrained)=$(DEMO)/wav_vocoder:$(DEMO)/metrics_vocoder.json" \
 		"renderer on GT mels + phase (ceiling)=$(DEMO)/wav_renderer_gt:$(DEMO)/metrics_renderer_gt.json" \
 		--pred_mels $(DEMO)/mels_pred --gt_mels $(DEMO)/mels_gt --gt_wavs $(D)/processed/binaural_audios_22050Hz \
 		--mono_wavs $(D)/processed/mono_audios_22050Hz --html --frames_root $(D)/processed/frames \
