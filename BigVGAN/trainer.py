@@ -30,6 +30,7 @@ from binaural_core import distributed as du
 from binaural_core.audio import BadInputError
 from binaural_core.checkpoint import atomic_save, atomic_write_text, load_strict, safe_load, scan_checkpoint
 from binaural_core.mel import MelConfig, mel_spectrogram
+from binaural_core.run_record import write_run_record
 from binaural_core.runtime import StepTimer, TrainingLoop, run_workers, setup_logging
 from binaural_core.splits import read_split_list
 
@@ -138,6 +139,8 @@ class VocoderTrainer(TrainingLoop):
         setup_logging(log, self.rank, os.path.join(args.checkpoint_path, "train.log") if self.is_main else None)
         if self.is_main:
             atomic_write_text(json.dumps(dict(self.h), indent=2) + "\n", os.path.join(args.checkpoint_path, "config.json"))
+            write_run_record(args.checkpoint_path, args, world_size=self.world,
+                             resumed=scan_checkpoint(args.checkpoint_path, "g_") is not None)
 
         segment = args.segment_size or self.h.segment_size
         self.train_set = BinauralMelDataset(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import numpy as np
 
@@ -64,12 +63,9 @@ def write_meta(out_dir: str, *, mel_cfg: MelConfig, split: str, names: list[str]
 
 
 def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    from binaural_core.run_record import git_state
+
+    return git_state()["commit"]
 
 
 # --- reading -------------------------------------------------------------------------------------

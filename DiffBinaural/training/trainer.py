@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Subset
 
 from binaural_core import distributed as du
 from binaural_core.checkpoint import atomic_save, safe_load
+from binaural_core.run_record import write_run_record
 from binaural_core.runtime import StepTimer, TrainingLoop, run_workers, setup_logging
 from DiffBinaural.dataset import build_dataset
 from DiffBinaural.model import Stage1Model, batch_inputs, build_sampler
@@ -67,10 +68,13 @@ class Stage1Trainer(TrainingLoop):
         self.train_set = build_dataset(dataset_kind, args, list_path=args.list_train, split="train")
         self.cfg = model_config(args)
         self.cfg["box_source"] = self.train_set.box_source  # tells inference whether to ask for boxes
-        if args.resume and os.path.exists(cfg_path):
+        resumed = bool(args.resume and os.path.exists(cfg_path))
+        if resumed:
             self.cfg = load_model_config(cfg_path)  # a resumed run keeps the architecture it started with
         elif self.is_main:
             save_model_config(self.cfg, cfg_path)
+        if self.is_main:  # every flag, the command line, the commit, the versions: run.json
+            write_run_record(self.dir, args, world_size=self.world, resumed=resumed)
         val_set = build_dataset(dataset_kind, args, list_path=args.list_val, split="val")
         if args.num_val > 0:
             val_set = Subset(val_set, range(min(args.num_val, len(val_set))))

@@ -214,11 +214,13 @@ def clip_name(path: str) -> str:
 
 
 def extract_frames(
-    video: str, out_dir: str, fps: float = FPS, *, max_side: int | None = None, quality: int = 95
+    video: str, out_dir: str, fps: float = FPS, *, max_side: int | None = None, quality: int = 95,
+    ext: str = ".jpg",
 ) -> int:
-    """Write the frames of ``video`` to ``out_dir/{index:06d}.jpg`` atomically; return how many.
+    """Write the frames of ``video`` to ``out_dir/{index:06d}{ext}`` atomically; return how many.
 
-    Any existing ``out_dir`` is replaced, but only once the new frames are complete.
+    ``ext``: ``.jpg`` (RealBinaural; JPEG ``quality``) or ``.png`` (lossless, as FAIR-Play's loaders
+    read them). Any existing ``out_dir`` is replaced, but only once the new frames are complete.
     """
     parent, base = os.path.split(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -230,7 +232,10 @@ def extract_frames(
     try:
         count = 0
         for index, image in iter_frames_at_fps(video, fps, max_side=max_side):
-            image.save(frame_path(tmp, index), format="JPEG", quality=quality)
+            if ext == ".png":
+                image.save(frame_path(tmp, index, ext), format="PNG", compress_level=1)  # fast, still lossless
+            else:
+                image.save(frame_path(tmp, index, ext), format="JPEG", quality=quality)
             count = index
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
