@@ -1,5 +1,5 @@
 # `make test` works on a fresh machine with only Python 3.10+ and make. It installs into the environment
-# that is active (a virtualenv: VIRTUAL_ENV; a conda environment: CONDA_PREFIX), or else creates .venv,
+# that is active (a virtualenv: VIRTUAL_ENV; a conda environment other than base: CONDA_PREFIX), or else creates .venv,
 # which sees the system's site-packages. torch: a torch that is already importable there (a CUDA build,
 # say) is kept; only where none is found is TORCH_SPEC installed, from pip's index, or from TORCH_INDEX
 # when given (e.g. https://download.pytorch.org/whl/cpu for the CPU build). `make -n install` shows the
@@ -10,8 +10,12 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 ifdef VIRTUAL_ENV
 ENV_DIR := $(VIRTUAL_ENV)
-else ifdef CONDA_PREFIX
+else ifneq ($(CONDA_PREFIX),)
+ifneq ($(CONDA_DEFAULT_ENV),base)
 ENV_DIR := $(CONDA_PREFIX)
+else
+ENV_DIR := .venv
+endif
 else
 ENV_DIR := .venv
 endif

@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mono", default=None,
                    help="the recording to binauralize (any rate; channels are down-mixed); default: the video's "
                         "first audio track")
-    p.add_argument("--boxes", default=None, help="detection CSV (frame,x1,y1,x2,y2,score), or 'auto' (--detector)")
+    p.add_argument("--boxes", default=None, help="detection CSV (frame,x1,y1,x2,y2,score: pixel corners of the video's own "
+                   "frames, or of the frames folder's images; a data set's CSV: this clip's rows), or 'auto' (--detector)")
     p.add_argument("--detector", default=DEFAULT_DETECTOR,
                    help="--boxes auto: transformers object detector, hub id or save_pretrained folder")
     p.add_argument("--detector_queries", nargs="+", default=list(DEFAULT_QUERIES),

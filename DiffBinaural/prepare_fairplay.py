@@ -158,6 +158,8 @@ def prepare_fairplay(download: str, out: str, *, new_splits: str | None = None, 
             elif skip_bad:
                 summary.bad.append(problem)
             else:
+                if hasattr(pool, "shutdown"):  # do not finish every queued clip before saying so
+                    pool.shutdown(wait=True, cancel_futures=True)
                 raise BadInputError(None, problem)
     write_split_lists(download, out, new_splits, summary)
     return summary

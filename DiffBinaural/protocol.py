@@ -8,9 +8,10 @@ the papers' table (each split, the mean over splits ± standard error, the mono 
 original ``splits/split1..10``), or indices such as ``1,3`` of ``--split_set`` (default: ``5split`` when
 ``new_splits/`` exists). ``--data_root`` is what ``prepare_fairplay.py`` writes, or any FAIR-Play layout
 (the synthetic one too). Every step is the user's own script in a subprocess, logged to
-``{out}/split{k}/{step}.log``; a finished step leaves ``{out}/split{k}/{step}.done`` and is skipped
-when the command is run again, and a killed training continues from its last checkpoint (``--resume``).
-Outputs: ``{out}/split{k}/metrics.json`` (the JSONs ``evaluate.py --protocol fairplay --results`` reads),
+``{out}/{set}_{k}/{step}.log`` (e.g. ``5split_1/train.log``); a finished step leaves ``{step}.done`` there
+(its command line) and is skipped when the same command is run again, and a killed training continues
+from its last checkpoint (``--resume``). Outputs: ``{out}/{set}_{k}/metrics.json`` (the JSONs
+``evaluate.py --protocol fairplay --results`` reads),
 ``{out}/table.md`` and ``{out}/table.json`` (the table, with the run record of every split: commit,
 dirty flag, flags), ``{out}/protocol.json`` (this command's own record).
 """
@@ -38,8 +39,9 @@ SPLIT_SETS = {"5split": ("new_splits", 5), "10split": (layout.FP_SPLITS_DIR, 10)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def split_lists(data_root: str, splits: str, split_set: str | None) -> list[tuple[int, dict[str, str]]]:
-    """``[(k, {"train": path, "val": path, "test": path})]`` of the chosen splits (``.txt``, else ``.h5``)."""
+def split_lists(data_root: str, splits: str, split_set: str | None) -> list[tuple[str, dict[str, str]]]:
+    """``[(name, {"train": path, "val": path, "test": path})]`` of the chosen splits (``.txt``, else ``.h5``);
+    ``name`` (``5split_1``, ``10split_3``) names the run, so the two sets never share results."""
     if splits in SPLIT_SETS:
         split_set, indices = splits, list(range(1, SPLIT_SETS[splits][1] + 1))
     else:
@@ -59,13 +61,13 @@ def split_lists(data_root: str, splits: str, split_set: str | None) -> list[tupl
                 raise BadInputError(candidates[0], f"split {k} of {split_set}: list not found (.txt or .h5); "
                                                    "prepare_fairplay.py writes them")
             lists[split] = found
-        out.append((k, lists))
+        out.append((f"{split_set}_{k}", lists))
     return out
 
 
-def commands(k: int, lists: dict[str, str], args) -> dict[str, list[str]]:
-    """The four command lines of split ``k``."""
-    py, run = sys.executable, f"split{k}"
+def commands(run: str, lists: dict[str, str], args) -> dict[str, list[str]]:
+    """The four command lines of split ``run``."""
+    py = sys.executable
     split_dir = os.path.join(args.out, run)
     gt = os.path.join(args.data_root, "binaural16k")
     gt = gt if os.path.isdir(gt) else os.path.join(args.data_root, layout.FP_AUDIO_DIR)
@@ -86,22 +88,32 @@ def commands(k: int, lists: dict[str, str], args) -> dict[str, list[str]]:
     }
 
 
-def run_split(k: int, lists: dict[str, str], args) -> str:
-    """Run what is not done yet of split ``k``; returns its metrics JSON."""
-    split_dir = os.path.join(args.out, f"split{k}")
+def run_split(run: str, lists: dict[str, str], args) -> str:
+    """Run what is not done yet of split ``run``; returns its metrics JSON. A step counts as done when its
+    ``.done`` file holds the same command line; a step that runs makes every later step run again."""
+    split_dir = os.path.join(args.out, run)
     os.makedirs(split_dir, exist_ok=True)
-    for step, cmd in commands(k, lists, args).items():
+    redo = False
+    for step, cmd in commands(run, lists, args).items():
         done = os.path.join(split_dir, f"{step}.done")
+        if not redo and os.path.isfile(done):
+            with open(done) as f:
+                if f.read().strip() == shlex.join(cmd):
+                    print(f"{run}: {step} done, skipped", flush=True)
+                    continue
+            if step == "train":
+                raise BadInputError(done, f"{run} was trained with other flags (this file holds its command); "
+                                          "give another --out, or delete the split's folder to retrain")
+        redo = True  # its outputs change: the steps after it are redone too
         if os.path.isfile(done):
-            print(f"split {k}: {step} done, skipped", flush=True)
-            continue
-        print(f"split {k}: {step} ... (log: {os.path.join(split_dir, step + '.log')})", flush=True)
+            os.remove(done)
+        print(f"{run}: {step} ... (log: {os.path.join(split_dir, step + '.log')})", flush=True)
         with open(os.path.join(split_dir, f"{step}.log"), "a") as log:
             log.write("$ " + shlex.join(cmd) + "\n")
             log.flush()
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
         if code != 0:
-            raise BadInputError(os.path.join(split_dir, f"{step}.log"), f"split {k}: {step} failed (exit {code}); "
+            raise BadInputError(os.path.join(split_dir, f"{step}.log"), f"{run}: {step} failed (exit {code}); "
                                 "its last lines say why; rerun the same command to continue")
         atomic_write_text(shlex.join(cmd) + "\n", done)
     return os.path.join(split_dir, "metrics.json")
@@ -144,8 +156,8 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     atomic_write_text(json.dumps({"flags": vars(args), "argv": sys.argv, "git": git_state()}, indent=2) + "\n",
                       os.path.join(args.out, "protocol.json"))
-    paths = [run_split(k, lists, args) for k, lists in chosen]
-    write_table(args.out, paths, [f"split{k}" for k, _ in chosen])
+    paths = [run_split(run, lists, args) for run, lists in chosen]
+    write_table(args.out, paths, [run for run, _ in chosen])
 
 
 def write_table(out: str, paths: list[str], labels: list[str]) -> dict:
@@ -162,7 +174,7 @@ def write_table(out: str, paths: list[str], labels: list[str]) -> dict:
                        "config": record.get("flags", {}).get("config"), "argv": record.get("argv")}
     table["runs"] = runs
     lines = ["# FAIR-Play protocol", "", "```", text, "```", "", "Runs (the commit and flags of each training: "
-             "ckpt/splitK/run.json):", ""]
+             "ckpt/{split}/run.json):", ""]
     lines += [f"- {label}: commit {r['git'] and r['git'].get('commit')}"
               f"{' (uncommitted changes)' if r['git'] and r['git'].get('dirty') else ''}, preset {r['config']}, "
               f"world size {r['world_size']}" for label, r in runs.items()]

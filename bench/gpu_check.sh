@@ -52,7 +52,7 @@ if [ "$DEVICE" = cpu ]; then
     VOC_CONFIG=BigVGAN/configs/bigvgan_tiny.json
 else
     CLIPS=40; SECONDS_PER_CLIP=4; TRAIN_STEPS=30; BATCH=8; VOC_STEPS=20  # 20 train clips: a batch on 2 ranks
-    MODEL=(--config base)
+    MODEL=(--config gpu)  # the preset GPU users are given
     BENCH_S1=(--sizes tiny default --batches 1 8 32)
     BENCH_VOC=(--seconds 10)
     VOC_CONFIG=BigVGAN/configs/bigvgan_binaural_22khz_80band_256x.json

@@ -28,9 +28,15 @@ EXTRAS = {
 
 def need(module: str, what: str) -> ModuleType:
     """``import module``, or one line: ``{what} needs {package}: pip install "diffbinaural[{extra}]"``."""
+    root = module.split(".")[0]
     try:
         return importlib.import_module(module)
-    except ImportError:
-        package, extra = EXTRAS[module.split(".")[0]]
+    except ImportError as err:
+        # only "not installed" is this line; a package that is there but fails to import says why itself
+        if isinstance(err, ModuleNotFoundError) and err.name and err.name.split(".")[0] != root:
+            raise
+        if not isinstance(err, ModuleNotFoundError) and "sys.modules" not in str(err):
+            raise
+        package, extra = EXTRAS[root]
         raise BadInputError(None, f"{what} needs the package {package}, which is not installed: "
                                   f'pip install "diffbinaural[{extra}]" (or pip install {package})') from None

@@ -22,7 +22,8 @@ RUN_FILE = "run.json"
 
 
 def git_state(path: str | None = None) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding ``path`` (this code)."""
+    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding ``path`` (this code);
+    dirty = changed or untracked files (ignored ones, e.g. ``runs/``, do not count)."""
     cwd = os.path.dirname(os.path.abspath(path or __file__))
 
     def git(*args: str) -> str | None:
@@ -33,7 +34,7 @@ def git_state(path: str | None = None) -> dict[str, Any]:
         return out.stdout if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=normal")  # a new, unadded file counts
     return {"commit": commit.strip() if commit else None, "dirty": None if status is None else bool(status.strip())}
 
 

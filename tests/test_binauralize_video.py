@@ -318,3 +318,36 @@ def test_bad_boxes_and_a_stage1_file_as_vocoder_are_named(run_dir, b, tmp_path):
     with pytest.raises(BadInputError, match="a Stage 1 checkpoint") as err:
         Binauralizer.from_pretrained(run_dir, renderer="vocoder", vocoder=os.path.join(run_dir, "unet_best.pth"))
     assert "g_XXXXXXXX" in str(err.value)
+
+
+def test_what_a_container_or_codec_cannot_hold_is_one_line(b, tmp_path):
+    src = make_media(tmp_path / "h264.mp4", audio=signal(44100), sr=44100, vcodec="libx264")
+    with pytest.raises(BadInputError, match="try .mkv"):  # webm holds VP8/VP9/AV1 only
+        b.binauralize_file(src, str(tmp_path / "out.webm"))
+    webm = make_media(tmp_path / "in.webm", audio=signal(48000), sr=48000, vcodec="libvpx", acodec="libopus")
+    with pytest.raises(BadInputError, match="cannot encode at 44100 Hz"):  # Opus: 48/24/16/12/8 kHz
+        b.binauralize_file(webm, str(tmp_path / "out44.webm"), out_sr=44100)
+    assert not os.path.exists(tmp_path / "out.webm") and not os.path.exists(tmp_path / "out44.webm")
+
+
+def test_a_data_sets_boxes_csv_gives_this_clips_rows(b, tmp_path):
+    folder = tmp_path / "clip_b"
+    folder.mkdir()
+    for k, img in enumerate(images(), start=1):
+        Image.fromarray(img).save(folder / f"{k:06d}.png")
+    csv = tmp_path / "detections.csv"
+    rows = [f"clip_a,{k},0,0,20,20,0.9" for k in range(1, 21)] + [f"clip_b,{k},60,10,90,40,0.9" for k in range(1, 21)]
+    csv.write_text("name,frame,x1,y1,x2,y2,score\n" + "\n".join(rows) + "\n")
+    clip = b._visual(str(tmp_path), 22050, frames=str(folder), video=None, boxes=str(csv))
+    assert all(np.array_equal(v, [[60, 10, 90, 40]]) for v in clip.boxes.values()) and len(clip.boxes) == 20
+    other = tmp_path / "clip_c"
+    other.mkdir()
+    Image.fromarray(images()[0]).save(other / "000001.png")
+    with pytest.raises(BadInputError, match="none named 'clip_c'"):
+        b._visual(str(tmp_path), 2205, frames=str(other), video=None, boxes=str(csv))
+
+
+def test_the_api_keeps_the_callers_duration_at_any_rate(b):
+    mono = signal(44100, seconds=1.1)[0][:44101]  # a length no resampler keeps by itself
+    assert b(mono, 44100, frames=images()).shape == (2, 44101)
+    assert b(mono, 44100, frames=images(), out_sr=48000).shape == (2, round(44101 * 48000 / 44100))

@@ -141,36 +141,64 @@ def test_protocol_on_two_splits_killed_and_resumed(prepared, tmp_path):
     first = subprocess.Popen(list(map(str, cmd)), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True)
     deadline = time.time() + 600
-    while not (out / "split1" / "evaluate.done").exists():  # kill it once split 1 is finished
+    while not (out / "5split_1" / "evaluate.done").exists():  # kill it once split 1 is finished
         assert first.poll() is None and time.time() < deadline, first.stdout.read().decode()[-3000:]
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    done = {s: (out / "split1" / f"{s}.done").stat().st_mtime for s in ("train", "dump", "render", "evaluate")}
+    done = {s: (out / "5split_1" / f"{s}.done").stat().st_mtime for s in ("train", "dump", "render", "evaluate")}
     assert not (out / "table.json").exists()
 
     proc = subprocess.run(list(map(str, cmd)), cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for step in done:  # split 1 was not redone
-        assert f"split 1: {step} done, skipped" in proc.stdout
-        assert (out / "split1" / f"{step}.done").stat().st_mtime == done[step]
+        assert f"5split_1: {step} done, skipped" in proc.stdout
+        assert (out / "5split_1" / f"{step}.done").stat().st_mtime == done[step]
     assert "mean of 2 splits" in proc.stdout
 
     table = json.loads((out / "table.json").read_text())
-    docs = {k: json.loads((out / f"split{k}" / "metrics.json").read_text()) for k in (1, 2)}
+    docs = {k: json.loads((out / f"5split_{k}" / "metrics.json").read_text()) for k in (1, 2)}
     for k, doc in docs.items():  # the table's numbers are evaluate.py's on the same outputs
         assert doc["num_clips"] == 1
         for key in table["metrics"]:
-            assert table["splits"][f"split{k}"]["model"][key] == doc["model"]["mean"][key]
-            assert table["splits"][f"split{k}"]["mono_baseline"][key] == doc["mono_baseline"]["mean"][key]
+            assert table["splits"][f"5split_{k}"]["model"][key] == doc["model"]["mean"][key]
+            assert table["splits"][f"5split_{k}"]["mono_baseline"][key] == doc["mono_baseline"]["mean"][key]
     for system in ("model", "mono_baseline"):  # mean and standard error, recomputed independently
         for key in ("stft_distance", "env_distance"):
             values = [docs[k][system]["mean"][key] for k in (1, 2)]
             assert table["mean"][system][key] == pytest.approx(statistics.fmean(values))
             assert table["se"][system][key] == pytest.approx(statistics.stdev(values) / math.sqrt(2))
-    assert table["runs"]["split1"]["git"] is not None and table["runs"]["split2"]["world_size"] == 1
-    run = json.loads((out / "ckpt" / "split2" / "run.json").read_text())  # every flag, the command, the commit
+    assert table["runs"]["5split_1"]["git"] is not None and table["runs"]["5split_2"]["world_size"] == 1
+    run = json.loads((out / "ckpt" / "5split_2" / "run.json").read_text())  # every flag, the command, the commit
     assert run["flags"]["max_steps"] == 2 and run["flags"]["list_train"].endswith("split2/train.txt")
     assert "train_fairplay.py" in run["argv"][0] and {"commit", "dirty"} <= set(run["git"])
     assert run["versions"]["torch"] and run["world_size"] == 1
-    assert "split2" in (out / "table.md").read_text()
+    assert "5split_2" in (out / "table.md").read_text()
+    # the same --out with other training flags: refused, not silently mixed into the table
+    other = [str(c) for c in cmd]
+    other[other.index(TRAIN)] = TRAIN.replace("--max_steps 2", "--max_steps 3")
+    proc = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "was trained with other flags" in proc.stderr
+    # another --test_args: the dump and everything after it are redone, training is kept
+    other = [str(c) for c in cmd]
+    other[other.index("--steps 2")] = "--steps 3"
+    proc = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "5split_1: train done, skipped" in proc.stdout and "5split_1: dump ..." in proc.stdout
+    assert "5split_1: evaluate ..." in proc.stdout
+
+
+def test_split_choice_on_the_synthetic_fairplay_layout(tmp_path):
+    """The synthetic generator's FAIR-Play layout (splits/split1/*.h5) is a data root the protocol takes;
+    unknown splits are one line naming the missing list."""
+    from binaural_core.audio import BadInputError
+    from DiffBinaural.dataset.synthetic import generate_dataset
+    from DiffBinaural.protocol import split_lists
+
+    generate_dataset(tmp_path, fmt="fairplay", num_clips=6, seconds=0.5, seed=1, split_fractions=(0.5, 0.25, 0.25))
+    [(k, lists)] = split_lists(str(tmp_path), "1", None)  # no new_splits/: the indices name the 10 original ones
+    assert k == 1 and lists["test"].endswith(os.path.join("splits", "split1", "test.h5"))
+    with pytest.raises(BadInputError, match="split 2 of 10split: list not found"):
+        split_lists(str(tmp_path), "1,2", None)
+    with pytest.raises(BadInputError, match="split 1 of 5split"):
+        split_lists(str(tmp_path), "5split", None)

@@ -54,3 +54,12 @@ def test_torch_spec_is_installed_only_where_none_is_found(tmp_path):
     out = _make_install({"VIRTUAL_ENV": prefix, "TORCH_INDEX": "https://download.pytorch.org/whl/cpu"})
     assert "keeping torch" not in out
     assert "PIP install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in out
+
+
+def test_conda_base_is_not_installed_into(tmp_path):
+    """conda exports CONDA_PREFIX for its base environment too: make does not pip-install into base."""
+    prefix = _env_dir(tmp_path, "base", torch=True)
+    base = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "MAKEFLAGS")}
+    proc = subprocess.run(["make", "-n", "--always-make", "install"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env={**base, "CONDA_PREFIX": prefix, "CONDA_DEFAULT_ENV": "base"})
+    assert proc.returncode == 0 and ".venv/bin/python" in proc.stdout and prefix not in proc.stdout

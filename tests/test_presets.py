@@ -20,7 +20,7 @@ def test_base_preset_is_the_default_model():
     assert set(base) >= {"unet_channels", "unet_mults", "attn_levels", "num_res_blocks", "context_dim", "img_size"}
 
 
-@pytest.mark.parametrize("name", ["tiny", "micro", "base"])
+@pytest.mark.parametrize("name", ["tiny", "micro", "base", "gpu"])
 def test_presets_set_flags_and_command_line_flags_win(name, tmp_path):
     preset = json.load(open(os.path.join(PRESET_DIR, f"{name}.json")))
     args = train_parser("t").parse_args([*REQUIRED, "--config", name])
@@ -49,6 +49,16 @@ def test_bad_presets_stop_with_one_line_naming_the_file(tmp_path):
     bad.write_text(json.dumps({"target": "stereo"}))
     with pytest.raises(BadInputError, match=r"target: 'stereo' is not one of"):
         train_parser("t").parse_args([*REQUIRED, "--config", str(bad)])
-    with pytest.raises(BadInputError, match=r"preset not found \(named presets: base, micro, tiny\)"):
+    with pytest.raises(BadInputError, match=r"preset not found \(named presets: base, gpu, micro, tiny\)"):
         train_parser("t").parse_args([*REQUIRED, "--config", "huge"])
     assert "num_epoch" not in PRESET_KEYS and "unet_channels" in PRESET_KEYS
+
+
+def test_gpu_is_the_base_size_with_the_measured_recipe():
+    """The preset for GPU users: the base network with the recipe the CPU comparison supports (the residual
+    from the mono mel, x0-prediction, interaural phase), not the original's ε on the L/R mels."""
+    base = json.load(open(os.path.join(PRESET_DIR, "base.json")))
+    gpu = json.load(open(os.path.join(PRESET_DIR, "gpu.json")))
+    recipe = {"target": "residual", "prediction_type": "sample", "interaural_phase": True}
+    assert {k: gpu[k] for k in recipe} == recipe
+    assert {k: v for k, v in gpu.items() if k not in recipe} == {k: v for k, v in base.items() if k not in recipe}

@@ -190,8 +190,9 @@ def read_sources(path: str, boxes: np.ndarray | None, out_images: np.ndarray, ou
 def read_detections(path: str, *, clip: str | None = None) -> dict[str, np.ndarray]:
     """Detection CSV → {clip name: (k, 7) float64 rows ``line, frame, x1, y1, x2, y2, score``}.
 
-    ``clip``: every row belongs to this one clip and the ``name`` column is optional (a user's boxes
-    for one video). Values that are not numbers become NaN here and are reported, with their line, by
+    ``clip``: the boxes of this one clip (a user's boxes for one video): the ``name`` column is optional;
+    where it names several clips (a whole data set's CSV) only the rows of ``clip`` are kept, and none
+    is an error. Values that are not numbers become NaN here and are reported, with their line, by
     :func:`check_boxes` when the clip that owns them is opened (so ``skip_bad`` can drop just that clip).
     """
     table = read_csv_table(path)
@@ -199,8 +200,15 @@ def read_detections(path: str, *, clip: str | None = None) -> dict[str, np.ndarr
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise BadInputError(path, f"missing column(s) {', '.join(missing)} (need {','.join(needed)})")
+    lines = np.arange(len(table)) + 2  # file line of each row (line 1 is the header)
+    if clip is not None and "name" in table.columns and table["name"].str.strip().nunique() > 1:
+        mine = (table["name"].str.strip() == clip).to_numpy()
+        if not mine.any():
+            names = ", ".join(sorted(table["name"].str.strip().unique())[:5])
+            raise BadInputError(path, f"boxes of several clips ({names}, ...), none named {clip!r}")
+        table, lines = table[mine].reset_index(drop=True), lines[mine]
     values = np.empty((len(table), 7), np.float64)
-    values[:, 0] = np.arange(len(table)) + 2  # file line of each row (line 1 is the header)
+    values[:, 0] = lines
     for j, column in enumerate(layout.DETECTION_COLUMNS[1:], start=1):
         values[:, j] = np.array([_number(v) for v in table[column]], np.float64)
     if clip is not None:

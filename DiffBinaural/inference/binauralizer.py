@@ -39,6 +39,7 @@ from DiffBinaural.inference.pipeline import (
     write_wav_stream,
 )
 from DiffBinaural.utils.mux import VIDEO_OUT_SR, audio_span, check_output_path, is_video_output
+from DiffBinaural.utils.video import clip_name
 
 log = logging.getLogger("DiffBinaural")
 OWN_TRACK_SLACK_S = 0.5  # a video's own audio may outlast its picture by this much (last frame held)
@@ -129,8 +130,8 @@ class Binauralizer:
     # ---- public calls --------------------------------------------------------------------------
     def __call__(self, mono, sr: int, *, frames=None, video: str | None = None, boxes=None,
                  out_sr: int | None = None) -> np.ndarray:
-        """Binauralize an in-memory recording: ``(2, S')`` float32 at ``out_sr`` (default ``sr``;
-        ``S' = S`` then).
+        """Binauralize an in-memory recording: ``(2, S')`` float32 at ``out_sr`` (default ``sr``), with
+        ``S' = round(S * out_sr / sr)``: the input's duration (``S' = S`` at the input's rate).
 
         Args:
             mono: ``(S,)`` or ``(C, S)`` numpy array or torch tensor (down-mixed).
@@ -146,9 +147,14 @@ class Binauralizer:
         wav = resample(check_mono(data, "mono array"), int(sr), self.mel_cfg.sampling_rate).astype(np.float32)
         with tempfile.TemporaryDirectory(prefix="binauralize_") as work:
             clip = self._visual(work, len(wav), frames=frames, video=video, boxes=boxes)
-            blocks = resampled_blocks(self._pieces(wav, clip), sr=self.mel_cfg.sampling_rate,
-                                      out_sr=int(out_sr or sr), num_samples=len(wav))
-            return np.ascontiguousarray(np.concatenate(list(blocks), axis=0).T)
+            rate = int(out_sr or sr)
+            blocks = resampled_blocks(self._pieces(wav, clip), sr=self.mel_cfg.sampling_rate, out_sr=rate,
+                                      num_samples=len(wav))
+            stereo = np.concatenate(list(blocks), axis=0).T
+            # two resamplings may round the length by a sample or two: the caller's duration, exactly
+            length = round(data.shape[-1] * rate / int(sr))
+            stereo = np.pad(stereo, ((0, 0), (0, max(0, length - stereo.shape[1]))))[:, :length]
+            return np.ascontiguousarray(stereo, dtype=np.float32)
 
     def binauralize_file(self, in_path: str, out_path: str, *, mono: str | None = None, frames: str | None = None,
                          boxes=None, out_sr: int | None = None, audio_codec: str | None = None,
@@ -212,7 +218,8 @@ class Binauralizer:
         if frames is not None and not isinstance(frames, (str, os.PathLike)):
             frames_dir = _write_images(frames, os.path.join(work, "images"))
         frames_dir = None if frames_dir is None else os.fspath(frames_dir)
-        name = os.path.basename(os.path.normpath(video or frames_dir))  # names the clip in box errors
+        # the clip's name, as a data set's CSV names it: the video's basename without extension, the folder's
+        name = clip_name(video) if video is not None else os.path.basename(os.path.normpath(frames_dir))
         detections = self._detections(boxes, name)
         clip = open_visual_source(work, name=name, num_samples=num_samples, sr=self.mel_cfg.sampling_rate,
                                   fps=cfg["fps"], max_sources=cfg["max_sources"], video=video,

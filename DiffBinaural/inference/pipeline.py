@@ -84,7 +84,8 @@ def open_visual_source(work: str, *, name: str, num_samples: int, sr: int, fps: 
         from DiffBinaural.utils.video import extract_frames
 
         frames_dir = os.path.join(work, "frames")
-        extract_frames(video, frames_dir, fps, max_side=640)
+        # given boxes are pixel corners of the video's own (upright) frames: keep their size then
+        extract_frames(video, frames_dir, fps, max_side=None if detections is not None else 640)
     elif not os.path.isdir(frames_dir):
         raise BadInputError(frames_dir, "frames folder not found")
     source = video or frames_dir

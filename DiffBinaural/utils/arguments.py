@@ -78,7 +78,8 @@ class PresetParser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--config", default=None, metavar="PRESET",
-                   help="named model size (tiny, base, micro: DiffBinaural/configs/) or a JSON file of model flags; "
+                   help="named model size (tiny, micro, base = the original recipe, gpu = base size with the measured recipe: "
+                        "DiffBinaural/configs/) or a JSON file of model flags; "
                         "flags on the command line override it")
     g.add_argument("--id", default="realBinaural", help="run name: outputs go to {ckpt}/{id}/")
     g.add_argument("--data_root", required=True, help="dataset root (RealBinaural or FAIR-Play layout)")

@@ -62,6 +62,8 @@ def audio_span(video: str) -> tuple[float, float | None]:
         # the declared length where the container has one: the decoded one includes the encoder's
         # padding of the last frame (up to one frame more than the recording)
         declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        if not declared and not samples:
+            raise BadInputError(video, "the audio track has no decodable samples")
         return max(0.0, first or 0.0), declared or samples / rate
     finally:
         container.close()
@@ -104,7 +106,11 @@ def write_video_with_audio(video: str, wav: str, out: str, *, audio_codec: str |
             except Exception as err:
                 raise BadInputError(out, f"cannot create the output ({_why(err)})") from None
             try:
-                vout = sink.add_stream_from_template(vin)
+                try:  # opaque: a stream copy needs no encoder (there is none named like e.g. libdav1d)
+                    vout = sink.add_stream_from_template(vin, opaque=True)
+                except Exception as err:  # e.g. h264 into webm
+                    raise BadInputError(out, f"this container cannot hold the video's {vin.codec_context.name} "
+                                             f"stream ({_why(err)}); try .mkv, which holds any codec") from None
                 aout = _audio_stream(sink, codec, audio.samplerate, bit_rate, out)
                 _interleave(source, vin, vout, sink, aout, audio, start_s=start_s, duration_s=duration_s,
                             origin=origin, out=out)
@@ -115,11 +121,21 @@ def write_video_with_audio(video: str, wav: str, out: str, *, audio_codec: str |
 
 
 def _audio_stream(sink, codec: str, rate: int, bit_rate: int, out: str):
+    import av
+
+    from DiffBinaural.utils.video import _why
+
+    try:
+        rates = av.codec.Codec(codec, "w").audio_rates
+    except Exception as err:
+        raise BadInputError(out, f"audio codec {codec!r} is not available here ({_why(err)}); "
+                                 "choose another with --audio_codec") from None
+    if rates and rate not in rates:  # Opus, e.g., takes 48/24/16/12/8 kHz only
+        raise BadInputError(out, f"audio codec {codec!r} cannot encode at {rate} Hz (it takes "
+                                 f"{', '.join(map(str, sorted(rates)))}): choose --out_sr or --audio_codec")
     try:
         stream = sink.add_stream(codec, rate=rate, layout="stereo")
     except Exception as err:
-        from DiffBinaural.utils.video import _why
-
         raise BadInputError(out, f"audio codec {codec!r} is not available here ({_why(err)}); "
                                  "choose another with --audio_codec") from None
     stream.time_base = Fraction(1, rate)
@@ -139,13 +155,15 @@ def _interleave(source, vin, vout, sink, aout, audio: sf.SoundFile, *, start_s: 
     skip = min(audio.frames, round(start_s * rate))
     audio.seek(skip)
     total = audio.frames - skip if duration_s is None else min(audio.frames - skip, round(duration_s * rate))
-    first_pts = round(origin * rate) + skip  # the audio's place on the input's own clock
+    # Both streams are moved by the input's time origin, so the output starts at 0 (as ffmpeg does): a
+    # .ts input starting at 1.4 s would otherwise begin with 1.4 s of black and silence in mp4 players.
+    first_pts = skip  # the audio's place on the input's clock, relative to its origin
     written = 0  # audio samples encoded so far
 
     def audio_until(t: float | None) -> None:
         """Encode and mux audio up to time ``t`` (seconds, container clock; None: all of it)."""
         nonlocal written
-        while written < total and (t is None or (first_pts + written) / rate <= t):
+        while written < total and (t is None or (first_pts + written) / rate <= t - origin):
             block = audio.read(min(_BLOCK, total - written), dtype="float32", always_2d=True)  # (n, 2)
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T), format="fltp", layout="stereo")
             frame.sample_rate, frame.pts, frame.time_base = rate, first_pts + written, Fraction(1, rate)
@@ -156,8 +174,12 @@ def _interleave(source, vin, vout, sink, aout, audio: sf.SoundFile, *, start_s: 
         for packet in source.demux(vin):
             if packet.size == 0:  # the demuxer's flush packet (mkv packets may lack a dts: keep them)
                 continue
-            if packet.pts is not None and packet.time_base:
-                audio_until(float(packet.pts * packet.time_base))
+            if packet.time_base:
+                if packet.pts is not None:
+                    audio_until(float(packet.pts * packet.time_base))
+                shift = round(origin / packet.time_base)
+                packet.pts = None if packet.pts is None else packet.pts - shift
+                packet.dts = None if packet.dts is None else packet.dts - shift
             packet.stream = vout
             sink.mux(packet)
         audio_until(None)
