@@ -258,14 +258,12 @@ class SincResample(nn.Module):
 
 def _cqt_transform(sr: int, hop: int, n_bins: int, bins_per_octave: int) -> nn.Module:
     try:
-        from binaural_core.extras import need
-
-        CQT2010v2 = need("nnAudio.features.cqt", "the CQT discriminator of BigVGAN v2").CQT2010v2
+        from nnAudio.features.cqt import CQT2010v2
     except ImportError as err:
         raise BadInputError(
             None,
             'the CQT discriminator ("use_cqtd_instead_of_mrd": true) needs nnAudio: '
-            '`pip install nnAudio`, or set "use_cqtd_instead_of_mrd": false and give '
+            '`pip install nnAudio` (or the extra: pip install "diffbinaural[train]"), or set "use_cqtd_instead_of_mrd": false and give '
             f'"resolutions" to use the multi-resolution discriminator ({err})',
         ) from None
     return CQT2010v2(

@@ -160,7 +160,10 @@ def test_zero_shot_detector_takes_text_queries(tmp_path):
 
 
 def test_offline_hub_id_names_the_folder_to_pass(monkeypatch):
+    import huggingface_hub.constants as hf  # read at its import: set the constant too, or it tries the network
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     with pytest.raises(BadInputError, match="--detector FOLDER"):
         load_detector("nobody/not-a-cached-detector")
 

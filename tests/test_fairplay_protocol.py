@@ -179,9 +179,10 @@ def test_protocol_on_two_splits_killed_and_resumed(prepared, tmp_path):
     other[other.index(TRAIN)] = TRAIN.replace("--max_steps 2", "--max_steps 3")
     proc = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "was trained with other flags" in proc.stderr
-    # another --test_args: the dump and everything after it are redone, training is kept
+    # another --test_args: the dump and everything after it are redone, training is kept (split 1 only)
     other = [str(c) for c in cmd]
     other[other.index("--steps 2")] = "--steps 3"
+    other[other.index("1,2")] = "1"
     proc = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "5split_1: train done, skipped" in proc.stdout and "5split_1: dump ..." in proc.stdout
@@ -197,7 +198,7 @@ def test_split_choice_on_the_synthetic_fairplay_layout(tmp_path):
 
     generate_dataset(tmp_path, fmt="fairplay", num_clips=6, seconds=0.5, seed=1, split_fractions=(0.5, 0.25, 0.25))
     [(k, lists)] = split_lists(str(tmp_path), "1", None)  # no new_splits/: the indices name the 10 original ones
-    assert k == 1 and lists["test"].endswith(os.path.join("splits", "split1", "test.h5"))
+    assert k == "10split_1" and lists["test"].endswith(os.path.join("splits", "split1", "test.h5"))
     with pytest.raises(BadInputError, match="split 2 of 10split: list not found"):
         split_lists(str(tmp_path), "1,2", None)
     with pytest.raises(BadInputError, match="split 1 of 5split"):

@@ -41,7 +41,7 @@ RUN = ["--batch_size_per_gpu", "1", "--num_epoch", "1000", "--eval_epoch", "1000
        "--disp_iter", "1000", "--seed", "7", *TINY]
 KILL_FLAGS = ["--save_every", "1", "--max_steps", "14"]
 BAD_CLIP = "synth_000002"  # in the train split of the fixture below (train: 2, 3, 5, 8; val: 6, 7; test: 1, 4)
-RUN_FILES = {"config.json", "state_latest.pth", "unet_latest.pth", "frame_latest.pth", "unet_best.pth",
+RUN_FILES = {"config.json", "run.json", "state_latest.pth", "unet_latest.pth", "frame_latest.pth", "unet_best.pth",
              "frame_best.pth", "train.log", "tb"}
 
 
@@ -94,6 +94,8 @@ def _check_run_dir(run_dir) -> list[str]:
             _assert_finite(obj["model"] if name == "state_latest.pth" else obj)
         elif name == "config.json":
             load_model_config(path)
+        elif name == "run.json":
+            json.load(open(path))  # complete (written atomically)
     return temps
 
 
