@@ -295,6 +295,14 @@ def _cell(mean: float | None, spread: float | None) -> str:
     return f"{mean:.3f} ± {spread:.3f}" if spread is not None and math.isfinite(spread) else f"{mean:.3f}"
 
 
+def mean_over_splits(docs: Sequence[dict], system: str, key: str) -> tuple[float, float]:
+    """The mean of the splits' means of ``key`` and its standard error (sample std of the split means /
+    sqrt(number of splits); NaN for one split); splits without the metric are left out."""
+    means = np.array([d[system]["mean"][key] for d in docs if d[system]["mean"][key] is not None], float)
+    se = float(np.std(means, ddof=1) / math.sqrt(means.size)) if means.size > 1 else math.nan
+    return (float(np.mean(means)) if means.size else math.nan), se
+
+
 def format_fairplay(docs: Sequence[dict], labels: Sequence[str]) -> str:
     """The FAIR-Play-style table: one JSON → mean ± SE over its clips; several (one per split) → each
     split's means, then the mean over splits ± the standard error of the split means."""
@@ -312,11 +320,7 @@ def format_fairplay(docs: Sequence[dict], labels: Sequence[str]) -> str:
         for label, doc in zip(labels, docs):
             rows.append((f"model, {label}", [_cell(doc["model"]["mean"][k], None) for k, _ in columns]))
         for system in SYSTEMS:
-            cells = []
-            for k, _ in columns:
-                means = np.array([d[system]["mean"][k] for d in docs if d[system]["mean"][k] is not None], float)
-                se = float(np.std(means, ddof=1) / math.sqrt(means.size)) if means.size > 1 else math.nan
-                cells.append(_cell(float(np.mean(means)) if means.size else math.nan, se))
+            cells = [_cell(*mean_over_splits(docs, system, k)) for k, _ in columns]
             rows.append((f"{names[system]}, mean of {len(docs)} splits", cells))
         clips = sum(d["num_clips"] for d in docs)
         title = (f"FAIR-Play protocol (16 kHz, peak-normalised): {len(docs)} splits, {clips} clips; "

@@ -26,8 +26,6 @@ import shlex
 import subprocess
 import sys
 
-import numpy as np
-
 from binaural_core.atomic import atomic_output
 from binaural_core.audio import BadInputError, cli_main
 from binaural_core.checkpoint import atomic_write_text
@@ -122,7 +120,7 @@ def run_split(run: str, lists: dict[str, str], args) -> str:
 def summarize(docs: list[dict], labels: list[str]) -> dict:
     """Per split the model's and the mono copy's means; over splits their mean ± standard error (the
     sample standard deviation of the split means / sqrt(number of splits))."""
-    from DiffBinaural.evaluate import FAIRPLAY_COLUMNS
+    from DiffBinaural.evaluate import FAIRPLAY_COLUMNS, mean_over_splits
 
     keys = [k for k, _ in FAIRPLAY_COLUMNS if all(k in d["model"]["mean"] for d in docs)]
     table = {"metrics": keys, "splits": {}, "mean": {}, "se": {}}
@@ -131,10 +129,10 @@ def summarize(docs: list[dict], labels: list[str]) -> dict:
         table["splits"][label]["num_clips"] = doc["num_clips"]
     for system in ("model", "mono_baseline"):
         table["mean"][system], table["se"][system] = {}, {}
-        for k in keys:
-            values = np.array([v[system][k] for v in table["splits"].values() if v[system][k] is not None], float)
-            table["mean"][system][k] = float(values.mean()) if values.size else None
-            table["se"][system][k] = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else None
+        for k in keys:  # the same numbers the printed table shows (NaN -> None: strict JSON)
+            mean, se = mean_over_splits(docs, system, k)
+            table["mean"][system][k] = mean if math.isfinite(mean) else None
+            table["se"][system][k] = se if math.isfinite(se) else None
     return table
 
 
