@@ -17,6 +17,7 @@ from torch import nn
 from binaural_core.audio import LEFT, RIGHT
 from binaural_core.checkpoint import load_strict, safe_load
 from binaural_core.interaural import PHASE_CHANNELS as INTERAURAL_CHANNELS
+from DiffBinaural.dataset.frames import VISUAL_KEYS
 from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler
 from DiffBinaural.modules.unet import UNetConfig, build_unet
 from DiffBinaural.modules.visual_encoder import VisualEncoder
@@ -94,8 +95,9 @@ class Stage1Model(nn.Module):
 
     Shapes: ``x_t`` (B, C, M, F) normalised noisy left/right mels (C = 2), then the noisy phase
     channels with ``interaural_phase`` (C = 4); ``mono_mel`` (B, 1, M, F)
-    normalised; ``frames`` (B, L, N, 3, H, W) in [0, 1]; ``positions`` (B, L, N, 2); ``mask`` (B, L, N)
-    with True = invalid slot.
+    normalised; the visual inputs (``visual``: the keys of :data:`~DiffBinaural.dataset.frames.VISUAL_KEYS`
+    that ``visual_tokens`` uses): ``frames`` (B, L, N, 3, H, W) in [0, 1], ``positions`` (B, L, N, 2),
+    ``mask`` (B, L, N) with True = invalid slot, ``scene`` (B, L, 3, H, W).
     """
 
     def __init__(self, cfg: dict) -> None:
@@ -104,21 +106,23 @@ class Stage1Model(nn.Module):
         self.encoder = VisualEncoder(
             backbone=cfg["arch_frame"], dim=cfg["context_dim"], pretrained=cfg["pretrained_frame"],
             num_frames=cfg["num_frames"], image_size=cfg["img_size"],
+            tokens=cfg.get("visual_tokens") or "boxes", grid=cfg.get("grid"),
         )
         self.unet = build_unet(unet_config(cfg))
 
-    def encode(self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> dict:
-        """Visual tokens for the UNet: ``context`` (B, L·N, D) and ``context_mask`` (B, L·N)."""
-        context, context_mask = self.encoder(frames, positions, mask)
+    def encode(self, visual: dict) -> dict:
+        """Visual tokens for the UNet: ``context`` (B, T, D) and ``context_mask`` (B, T) from the
+        visual inputs (T: :meth:`VisualEncoder.forward`)."""
+        context, context_mask = self.encoder(visual.get("frames"), visual.get("positions"), visual.get("mask"),
+                                             scene=visual.get("scene"))
         return {"context": context, "context_mask": context_mask}
 
     def forward(
-        self, x_t: torch.Tensor, t: torch.Tensor, *, mono_mel: torch.Tensor, frames: torch.Tensor,
-        positions: torch.Tensor, mask: torch.Tensor, drop_visual: torch.Tensor | None = None,
-        drop_mono: torch.Tensor | None = None,
+        self, x_t: torch.Tensor, t: torch.Tensor, *, mono_mel: torch.Tensor, drop_visual: torch.Tensor | None = None,
+        drop_mono: torch.Tensor | None = None, **visual: torch.Tensor,
     ) -> torch.Tensor:
         return self.unet(x_t, t, mono_mel=mono_mel, drop_visual=drop_visual, drop_mono=drop_mono,
-                         **self.encode(frames, positions, mask))
+                         **self.encode(visual))
 
 
 def unet_config(cfg: dict) -> UNetConfig:
@@ -169,12 +173,7 @@ def batch_inputs(batch: dict, device: torch.device, *, target: str, phase: bool 
     mono = normalize_mel(batch["mono_mel"].to(device, non_blocking=True))
     x0 = to_target(normalize_mel(batch["binaural_mel"].to(device, non_blocking=True)), mono, target,
                    batch["phase"].to(device, non_blocking=True) if phase else None, residual_scale=residual_scale)
-    kwargs = {
-        "mono_mel": mono,
-        "frames": batch["frames"].to(device, non_blocking=True),
-        "positions": batch["positions"].to(device, non_blocking=True),
-        "mask": batch["mask"].to(device, non_blocking=True),
-    }
+    kwargs = {"mono_mel": mono, **{k: batch[k].to(device, non_blocking=True) for k in VISUAL_KEYS if k in batch}}
     return x0, kwargs
 
 
@@ -188,10 +187,10 @@ def clip_seed(seed: int, name: str) -> int:
 @torch.no_grad()
 def encode_conditions(model: Stage1Model, kwargs: dict) -> dict:
     """The UNet's conditions of a batch (:func:`batch_inputs`' kwargs): ``mono_mel`` and the visual
-    tokens ``context`` (B, L·N, D) / ``context_mask`` (B, L·N). Encode once, then sample as often as
+    tokens ``context`` (B, T, D) / ``context_mask`` (B, T). Encode once, then sample as often as
     wanted: the tokens do not depend on the noise (with a CLIP or ResNet backbone they cost more than a
     DDIM step of the tiny UNet)."""
-    return {"mono_mel": kwargs["mono_mel"], **model.encode(kwargs["frames"], kwargs["positions"], kwargs["mask"])}
+    return {"mono_mel": kwargs["mono_mel"], **model.encode({k: kwargs[k] for k in VISUAL_KEYS if k in kwargs})}
 
 
 @torch.no_grad()

@@ -374,8 +374,8 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
 
     def visual_fn(start, n):  # depends on the window's position, as real frames do
         g = torch.Generator().manual_seed(start)
-        return (torch.rand(2, 2, 3, 16, 16, generator=g), torch.rand(2, 2, 2, generator=g),
-                torch.zeros(2, 2, dtype=torch.bool))
+        return {"frames": torch.rand(2, 2, 3, 16, 16, generator=g), "positions": torch.rand(2, 2, 2, generator=g),
+                "mask": torch.zeros(2, 2, dtype=torch.bool)}
 
     mono = torch.randn(1, 80, 75, generator=torch.Generator().manual_seed(0)) - 4
     run = dict(model=model, sampler=sampler, mono_mel=mono, visual_fn=visual_fn, window=16, hop=8, batch_windows=3,
@@ -407,10 +407,11 @@ def test_generate_clip_on_frame_ranges_equals_the_whole_clip():
     assert len(calls) == 3 * batches
 
 
-def test_flip_tta_is_mirror_equivariant():
+@pytest.mark.parametrize("tokens", ["boxes", "both"])
+def test_flip_tta_is_mirror_equivariant(tokens):
     """--flip_tta averages each sample with a sample of the mirrored scene mirrored back, so mirroring
-    the video mirrors the output exactly (a wrong ear swap, IPD sign or cx map breaks this); it keeps
-    the plain samples and it is another estimate than they are."""
+    the video mirrors the output exactly (a wrong ear swap, IPD sign, cx map or a scene left unmirrored
+    breaks this); it keeps the plain samples and it is another estimate than they are."""
     from types import SimpleNamespace
 
     from binaural_core.interaural import mels_and_phase
@@ -423,7 +424,7 @@ def test_flip_tta_is_mirror_equivariant():
     args = train_parser("t").parse_args([
         "--data_root", "-", "--list_train", "-", "--list_val", "-", *MICRO, "--img_size", "16", "--segment_frames", "16",
         "--interaural_phase", "--target", "residual", "--prediction_type", "sample"])
-    cfg = model_config(args)
+    cfg = {**model_config(args), "visual_tokens": tokens, "grid": [2, 4], "frame_size": [32, 64]}
     torch.manual_seed(0)
     model = Stage1Model(cfg).eval()
     for p in model.parameters():  # zero-initialised branches (output, cross-attention) would hide the video
@@ -434,7 +435,9 @@ def test_flip_tta_is_mirror_equivariant():
     def scene(start, n):
         g = torch.Generator().manual_seed(start)
         mask = torch.tensor([[False, True], [False, False]])
-        return (torch.rand(2, 2, 3, 16, 16, generator=g), torch.rand(2, 2, 2, generator=g) * ~mask[..., None], mask)
+        inputs = {"frames": torch.rand(2, 2, 3, 16, 16, generator=g),
+                  "positions": torch.rand(2, 2, 2, generator=g) * ~mask[..., None], "mask": mask}
+        return inputs if tokens == "boxes" else {**inputs, "scene": torch.rand(2, 3, 32, 64, generator=g)}
 
     # mirror_ears is the physics of swapping the ears: mels swapped, IPD (angle of L conj R) negated
     noise = torch.randn(4000, generator=torch.Generator().manual_seed(1))
@@ -448,7 +451,7 @@ def test_flip_tta_is_mirror_equivariant():
     run = dict(model=model, sampler=sampler, mono_mel=mono, window=16, hop=8, batch_windows=3, seed=5,
                device=torch.device("cpu"))
     out = generate_clip(visual_fn=scene, flip_tta=True, **run)
-    mirrored = generate_clip(visual_fn=lambda s, n: mirror_visual(*scene(s, n)), flip_tta=True, **run)
+    mirrored = generate_clip(visual_fn=lambda s, n: mirror_visual(scene(s, n)), flip_tta=True, **run)
     assert out.shape == (4, 80, 40)
     torch.testing.assert_close(mirrored, mirror_ears(out[None])[0], atol=1e-5, rtol=1e-5)
     assert (out[0] - out[1]).abs().amax() > 1e-3 and out[3].abs().amax() > 1e-3  # not trivially symmetric
@@ -457,7 +460,7 @@ def test_flip_tta_is_mirror_equivariant():
     # the average of a plain and a mirrored sample: the plain half is exactly the --no-flip_tta result
     half = 2 * out - plain
     torch.testing.assert_close(half[:2], mirror_ears(generate_clip(
-        visual_fn=lambda s, n: mirror_visual(*scene(s, n)), **run)[None])[0][:2], atol=1e-4, rtol=1e-4)
+        visual_fn=lambda s, n: mirror_visual(scene(s, n)), **run)[None])[0][:2], atol=1e-4, rtol=1e-4)
 
 
 def test_iter_vocode_on_frame_ranges_equals_one_call():

@@ -125,7 +125,8 @@ def test_binauralize_with_png_frames_and_detector_boxes(fairplay, tmp_path):
     _run("DiffBinaural/train_fairplay.py", "--data_root", root, "--ckpt", tmp_path / "ckpt", "--id", "fp", *TINY,
          "--list_train", split / "train.txt", "--list_val", split / "val.txt", "--batch_size_per_gpu", 2,
          "--max_steps", 1, "--steps", 2)
-    assert json.loads((tmp_path / "ckpt" / "fp" / "config.json").read_text())["box_source"] == "whole_frame"
+    cfg = json.loads((tmp_path / "ckpt" / "fp" / "config.json").read_text())
+    assert cfg["box_source"] == "whole_frame" and cfg["visual_tokens"] == "grid"  # FAIR-Play's default
     mono = tmp_path / "mono.wav"
     wav, sr = sf.read(layout.fp_paths(str(root), "000002")["binaural"], dtype="float32")
     sf.write(mono, wav.mean(axis=1), sr)  # a 48 kHz mono recording
@@ -142,7 +143,8 @@ def test_binauralize_with_png_frames_and_detector_boxes(fairplay, tmp_path):
         proc = _run("binauralize.py", *flags, "--frames", frames, "--boxes", boxes, "--out", out,
                     "--report", tmp_path / f"report_{clip_id}")
         assert f"{boxes}: 2 box(es) clipped to the image, 1 dropped" in proc.stderr  # checked all the same ...
-        assert "trained on whole frames: the boxes are not used" in proc.stderr  # ... but a FAIR-Play model reads frames
+        # ... but a FAIR-Play model reads the whole frame, as a grid of cell tokens
+        assert "trained on whole frames (visual tokens: grid): the boxes are not used" in proc.stderr
         data, out_sr = sf.read(out)
         assert out_sr == 22050 and data.shape == (round(2.0 * 22050), 2)
         # --report: the listening page of this video: input and output players, the frame, the cues

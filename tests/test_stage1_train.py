@@ -213,7 +213,8 @@ def test_sampler_clip_bound_follows_the_residual_scale():
 
 
 def test_fairplay_layout_trains_and_dumps_with_resnet18(tmp_path):
-    """FAIR-Play: h5 split lists, 16 kHz wavs resampled on load, whole-frame tokens, a trainable ResNet-18."""
+    """FAIR-Play: h5 split lists, 16 kHz wavs resampled on load, grid tokens of the whole frame (the default
+    there) from a trainable ResNet-18's feature map."""
     from DiffBinaural.inference.stage1 import run_inference
 
     root = tmp_path / "fp"
@@ -228,6 +229,8 @@ def test_fairplay_layout_trains_and_dumps_with_resnet18(tmp_path):
     assert state["step"] == 2
     cfg = json.loads((tmp_path / "ck" / "run" / "config.json").read_text())
     assert cfg["arch_frame"] == "resnet18" and cfg["pretrained_frame"] is None
+    # 96 x 54 frames: the short side max(img_size, 64), the aspect kept; 4 rows of cells, 7 columns
+    assert cfg["visual_tokens"] == "grid" and cfg["frame_size"] == [64, 112] and cfg["grid"] == [4, 7]
     # the backbone is trainable: its weights moved
     first = state["model"]["encoder.backbone.embedder.embedder.convolution.weight"]
     model, _ = load_stage1(str(tmp_path / "ck" / "run"), weights_frame=str(tmp_path / "ck" / "run" / "frame_latest.pth"))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 DATASET_KINDS = ("realbinaural", "fairplay")
+# --visual_tokens when not given: FAIR-Play has no detections, so the whole frame's grid of tokens; a
+# RealBinaural set has boxes (docs/experiments.md, "Visual tokens", compares boxes, both and grid).
+DEFAULT_TOKENS = {"realbinaural": "boxes", "fairplay": "grid"}
 
 
 def build_dataset(kind: str, args, *, list_path: str, split: str, whole_clip: bool = False):
@@ -13,11 +16,16 @@ def build_dataset(kind: str, args, *, list_path: str, split: str, whole_clip: bo
     """
     from binaural_core.mel import MelConfig
 
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; choose from {DATASET_KINDS}")
+
     common = dict(
         split=split, mel_cfg=MelConfig.from_json(args.mel_config),
         segment_frames=None if whole_clip else args.segment_frames, num_frames=args.num_frames,
         max_sources=args.max_sources, image_size=args.img_size, fps=args.fps, seed=args.seed,
         skip_bad=args.skip_bad, flip=split == "train" and getattr(args, "flip_aug", False),
+        visual_tokens=getattr(args, "visual_tokens", None) or DEFAULT_TOKENS[kind],
+        frame_size=getattr(args, "frame_size", None),
     )
     if kind == "realbinaural":
         from DiffBinaural.dataset.real_binaural import RealBinauralDataset

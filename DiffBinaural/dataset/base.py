@@ -18,6 +18,11 @@ defines it; ``F`` = mel frames, ``S = F * hop`` samples, ``L`` = ``num_frames``,
     positions       (L, N, 2)         float32 source box centres (cx / width, cy / height) in [0, 1];
                                       0 in padded slots
     mask            (L, N)            bool, True = invalid / padded slot (the original inverted this)
+    scene           (L, 3, H, W)      float32 RGB in [0, 1]: the whole frame in ``frame_size = (H, W)``,
+                                      aspect kept, centred, zero borders (frames.letterbox)
+
+``frames``, ``positions`` and ``mask`` come with ``visual_tokens`` ``boxes`` and ``both``, ``scene`` with
+``grid`` and ``both`` (the box tokens and the grid tokens of :mod:`DiffBinaural.modules.visual_encoder`).
 
 Crops: ``split="train"`` draws a hop-aligned start uniformly from a ``torch.Generator`` seeded from
 ``(seed, epoch, index)`` (call :meth:`ClipDataset.set_epoch` each epoch; global RNGs are never used),
@@ -39,6 +44,9 @@ Visual inputs: ``L`` frames at times ``start_s + (k + 0.5) / L * duration_s`` (f
 ``(i - 1) / fps``), clamped to the frames that exist. In each frame the detection boxes of that frame,
 highest score first, fill up to ``N`` slots; each slot is the box region resized to ``P x P``. A frame
 without detections (always, for FAIR-Play) uses the whole frame in slot 0 at position (0.5, 0.5).
+``frame_size=None`` with grid tokens takes the first clip's aspect with the short side
+``max(P, 64)`` (:func:`~DiffBinaural.dataset.frames.default_frame_size`); :attr:`ClipDataset.frame_size`
+is the size used, which the trainer records in ``config.json``.
 Frames may be ``.jpg``/``.jpeg``/``.png`` in any PIL mode; boxes are clipped to the image, and boxes
 outside it are dropped, counted in one warning per detection file (:mod:`DiffBinaural.dataset.frames`).
 
@@ -65,9 +73,20 @@ from binaural_core.audio import LEFT, RIGHT, BadInputError, load_wav, mono_from_
 from binaural_core.interaural import mels_and_phase
 from binaural_core.mel import MelConfig
 from DiffBinaural.dataset import layout
-from DiffBinaural.dataset.frames import BoxCount, ClipError, ClipFrames, one_line, open_clip_frames
+from DiffBinaural.dataset.frames import (
+    BoxCount,
+    ClipError,
+    ClipFrames,
+    default_frame_size,
+    one_line,
+    open_clip_frames,
+    token_parts,
+)
 
 log = logging.getLogger(__name__)
+# Short side of the default whole-frame input: at least 4 cells of the small CNN's stride 16 (a 4 x 8
+# grid of FAIR-Play's 2:1 frames from a 4 x 8 feature map, not a smaller map stretched).
+MIN_FRAME_SIDE = 64
 
 
 @dataclass
@@ -154,6 +173,8 @@ class ClipDataset(torch.utils.data.Dataset):
         skip_bad: bool = False,
         flip: bool = False,
         repeats: int = 1,
+        visual_tokens: str = "boxes",
+        frame_size: tuple[int, int] | None = None,
     ):
         if split not in layout.SPLITS:
             raise BadInputError(None, f"split must be one of {', '.join(layout.SPLITS)}, got {split!r}")
@@ -174,10 +195,21 @@ class ClipDataset(torch.utils.data.Dataset):
         self.fps = fps
         self.seed = int(seed)
         self.flip = bool(flip)
+        try:
+            token_parts(visual_tokens)
+        except ValueError as err:
+            raise BadInputError(None, str(err)) from None
+        if frame_size is not None and (len(frame_size) != 2 or min(int(v) for v in frame_size) < 1):
+            raise BadInputError(None, f"frame_size must be two sides H W >= 1, got {frame_size}")
+        self.visual_tokens = visual_tokens
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         self.epoch = 0
         self.set_repeats(repeats)
         self._audio_cache: dict[str, np.ndarray] | None = None  # subclasses may enable it
         self.clips, self.skipped = self._build(skip_bad)
+        if self.frame_size is None and token_parts(visual_tokens)[1]:
+            width, height = self.clips[0].frames.size
+            self.frame_size = default_frame_size(width, height, short_side=max(self.image_size, MIN_FRAME_SIDE))
 
     # ---- hooks for subclasses ----------------------------------------------------------------
     def _read_list(self) -> list[str]:
@@ -329,7 +361,7 @@ class ClipDataset(torch.utils.data.Dataset):
         with torch.no_grad():  # one STFT: (3, n_mels, F) mels and the binaural pair's (2, n_mels, F) phase
             mel, phase = mels_and_phase(wav, self.mel_cfg, padded=context > 0)
         wav = wav[:, context : context + length]
-        frames, positions, mask = self.visual_inputs(index, start, length, flip=flip)
+        visual = self.visual_inputs(index, start, length, flip=flip)
         return {
             "name": clip.name,
             "start": start,
@@ -338,9 +370,7 @@ class ClipDataset(torch.utils.data.Dataset):
             "phase": phase,
             "mono_audio": wav[0],
             "binaural_audio": wav[1:],
-            "frames": frames,
-            "positions": positions,
-            "mask": mask,
+            **visual,
         }
 
     def load_audio(
@@ -387,12 +417,11 @@ class ClipDataset(torch.utils.data.Dataset):
         sr = self.mel_cfg.sampling_rate
         return self.clips[self.clip_index(index)].frames.indices(start / sr, length / sr, self.num_frames, self.fps)
 
-    def visual_inputs(
-        self, index: int, start: int, length: int, *, flip: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``frames`` (L, N, 3, P, P), ``positions`` (L, N, 2), ``mask`` (L, N) for any span of a clip
-        (e.g. one window of sliding-window inference)."""
+    def visual_inputs(self, index: int, start: int, length: int, *, flip: bool = False) -> dict[str, torch.Tensor]:
+        """The visual inputs (``frames``, ``positions``, ``mask`` and / or ``scene``, as in the item
+        contract) of any span of a clip (e.g. one window of sliding-window inference)."""
         sr = self.mel_cfg.sampling_rate
         return self.clips[self.clip_index(index)].frames.visual_inputs(
             start / sr, length / sr, num_frames=self.num_frames, max_sources=self.max_sources,
-            image_size=self.image_size, fps=self.fps, flip=flip)
+            image_size=self.image_size, fps=self.fps, tokens=self.visual_tokens, frame_size=self.frame_size,
+            flip=flip)

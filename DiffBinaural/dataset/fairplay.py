@@ -8,7 +8,9 @@ Items follow the contract of :mod:`DiffBinaural.dataset.base`. What is specific 
   (:func:`binaural_core.splits.read_split_list`);
 * wavs may have any sample rate and are resampled to the mel rate on load (optionally cached);
 * mono is always the down-mix ``(L + R) / 2``;
-* there are no detections: the whole frame of ``frames/{id}.mp4/`` is the single visual source.
+* there are no detections: the whole frame of ``frames/{id}.mp4/`` is the visual input, as a grid of
+  cell tokens (``visual_tokens="grid"``, the scripts' default for FAIR-Play) or, with ``"boxes"``, as
+  one whole-frame token per frame.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class FairPlayDataset(ClipDataset):
         split_h5: the split file, e.g. ``layout.fp_split_h5(data_root, "train", 1)``.
         split: ``train`` (random crops), ``val`` or ``test`` (centred crops).
         mel_cfg: the vocoder's mel parameters (its rate is the target of resampling).
-        segment_frames, num_frames, max_sources, image_size, fps, seed, skip_bad, flip: as in
+        segment_frames, num_frames, max_sources, image_size, fps, seed, skip_bad, flip, visual_tokens,
+            frame_size: as in
             :class:`~DiffBinaural.dataset.real_binaural.RealBinauralDataset` (``max_sources`` only
             sets N; slot 0 is the whole frame, the others are padding).
         cache_audio: keep resampled clips in memory (per DataLoader worker): about 1.8 MB per 10 s
@@ -54,13 +57,15 @@ class FairPlayDataset(ClipDataset):
         seed: int = 0,
         skip_bad: bool = False,
         flip: bool = False,
+        visual_tokens: str = "boxes",
+        frame_size: tuple[int, int] | None = None,
         cache_audio: bool = False,
     ):
         self.data_root = os.fspath(data_root)
         super().__init__(
             split=split, mel_cfg=mel_cfg, list_path=os.fspath(split_h5), segment_frames=segment_frames,
             num_frames=num_frames, max_sources=max_sources, image_size=image_size, fps=fps, seed=seed,
-            skip_bad=skip_bad, flip=flip,
+            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size,
         )
         if cache_audio:
             self._audio_cache = {}

@@ -158,25 +158,64 @@ def check_boxes(
     return {f: np.stack(b[:max_sources]) for f, b in grouped.items()}, count
 
 
-def read_sources(path: str, boxes: np.ndarray | None, out_images: np.ndarray, out_positions: np.ndarray) -> int:
+def letterbox(width: int, height: int, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where an image of ``width x height`` goes in a ``frame_size = (H, W)`` canvas, keeping its aspect:
+    ``(x0, y0, w, h)``. The image is as large as fits and centred; ``W - w`` and ``H - h`` are even, so
+    the padding is the same on both sides and mirroring the canvas mirrors the image exactly."""
+    canvas_h, canvas_w = frame_size
+    scale = min(canvas_w / width, canvas_h / height)
+    w = canvas_w - 2 * round((canvas_w - width * scale) / 2)
+    h = canvas_h - 2 * round((canvas_h - height * scale) / 2)
+    w, h = max(w, 2 - canvas_w % 2), max(h, 2 - canvas_h % 2)
+    return (canvas_w - w) // 2, (canvas_h - h) // 2, w, h
+
+
+def default_frame_size(width: int, height: int, *, short_side: int) -> tuple[int, int]:
+    """``(H, W)`` of the whole-frame input for frames of ``width x height``: the short side is
+    ``short_side`` and the long side keeps the aspect, both rounded to multiples of 16 (the small CNN's
+    stride) so the backbone's feature map tiles the frame without a remainder."""
+    def r16(x: float) -> int:
+        return max(16, int(round(x / 16)) * 16)
+    if width >= height:
+        return r16(short_side), r16(short_side * width / height)
+    return r16(short_side * height / width), r16(short_side)
+
+
+def read_sources(path: str, boxes: np.ndarray | None, out_images: np.ndarray | None,
+                 out_positions: np.ndarray | None, *, scene: np.ndarray | None = None) -> int:
     """Crop each box (or, with ``boxes=None``, the whole frame) of one image into ``out_images``
     (N, P, P, 3) uint8 and write the box centres ``(cx / width, cy / height)`` to ``out_positions``
-    (N, 2); returns how many slots were filled. Boxes must lie inside the image (:func:`check_boxes`)."""
-    size = out_images.shape[1]
+    (N, 2); returns how many slots were filled. Boxes must lie inside the image (:func:`check_boxes`).
+
+    ``scene`` (H, W, 3) uint8: also write the whole frame there, resized keeping its aspect and centred
+    (:func:`letterbox`; the rest stays as it is, zeros). ``out_images=None``: the scene only.
+    """
+    size = out_images.shape[1] if out_images is not None else None
     try:
         with Image.open(path) as im:
             width, height = im.size
             regions = boxes if boxes is not None else np.array([[0, 0, width, height]], np.float32)
             # Decode a JPEG at the coarsest DCT scale that still leaves every region >= size pixels
-            # on its short side: a large speed-up for big frames and small sizes (other formats: no-op).
-            short = float(np.min(np.minimum(regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1])))
-            scale = min(1.0, size / max(short, 1e-6))
+            # on its short side (and the scene at least its canvas size): a large speed-up for big
+            # frames and small sizes (other formats: no-op).
+            scale = 0.0
+            if size is not None:
+                short = float(np.min(np.minimum(regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1])))
+                scale = size / max(short, 1e-6)
+            if scene is not None:
+                scale = max(scale, scene.shape[1] / width, scene.shape[0] / height)
+            scale = min(1.0, scale)
             if im.format == "JPEG":
                 im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
             rgb = to_rgb(im)
             rgb.load()  # decode now, while the file is open
     except Exception as err:
         raise BadInputError(path, f"unreadable image ({one_line(err)})") from None
+    if scene is not None:
+        x0, y0, w, h = letterbox(width, height, scene.shape[:2])
+        scene[y0:y0 + h, x0:x0 + w] = np.asarray(rgb.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0))
+    if out_images is None:
+        return 0
     sx, sy = rgb.width / width, rgb.height / height
     for j, (x1, y1, x2, y2) in enumerate(regions):
         # reducing_gap: integer pre-reduction for big shrinks, ~3x faster, visually the same
@@ -228,12 +267,14 @@ def _number(text: str) -> float:
 @dataclass
 class ClipFrames:
     """The checked frames of one clip: ``num_images`` images ``{frames_dir}/{i:06d}{ext}`` and the
-    boxes per frame index (``(k, 4)`` pixels inside the image, best first)."""
+    boxes per frame index (``(k, 4)`` pixels inside the image, best first); ``size`` = (width, height)
+    of its images, when known."""
 
     frames_dir: str
     ext: str
     num_images: int
     boxes: dict[int, np.ndarray]
+    size: tuple[int, int] | None = None
 
     def indices(self, start_s: float, duration_s: float, num_frames: int, fps: float) -> list[int]:
         """The ``L = num_frames`` 1-based frame indices at times ``start_s + (k + 0.5) / L * duration_s``
@@ -242,34 +283,71 @@ class ClipFrames:
                     self.num_images) for k in range(num_frames)]
 
     def visual_inputs(self, start_s: float, duration_s: float, *, num_frames: int, max_sources: int,
-                      image_size: int, fps: float, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``frames`` (L, N, 3, P, P) float32 RGB in [0, 1], ``positions`` (L, N, 2), ``mask`` (L, N)
-        (True = padded slot) of the span (shapes as in :mod:`DiffBinaural.dataset.base`); ``flip``
-        mirrors the images and maps ``cx -> 1 - cx``."""
-        images = np.zeros((num_frames, max_sources, image_size, image_size, 3), np.uint8)
+                      image_size: int, fps: float, tokens: str = "boxes", frame_size: tuple[int, int] | None = None,
+                      flip: bool = False) -> dict[str, torch.Tensor]:
+        """The visual inputs of the span, as the dict of :data:`VISUAL_KEYS` that ``tokens`` uses
+        (shapes in :mod:`DiffBinaural.dataset.base`): ``boxes``: ``frames`` (L, N, 3, P, P) float32 RGB
+        in [0, 1], ``positions`` (L, N, 2), ``mask`` (L, N) (True = padded slot); ``grid``: ``scene``
+        (L, 3, H, W), the whole frame in ``frame_size = (H, W)`` (aspect kept, :func:`letterbox`);
+        ``both``: all four. ``flip`` mirrors everything (:func:`mirror_visual`)."""
+        use_boxes, use_grid = token_parts(tokens)
+        if use_grid and frame_size is None:
+            raise ValueError(f"visual tokens {tokens!r} need a frame_size (H, W)")
+        images = np.zeros((num_frames, max_sources, image_size, image_size, 3), np.uint8) if use_boxes else None
         positions = np.zeros((num_frames, max_sources, 2), np.float32)
         mask = np.ones((num_frames, max_sources), bool)
+        scenes = np.zeros((num_frames, *frame_size, 3), np.uint8) if use_grid else None
         for k, frame in enumerate(self.indices(start_s, duration_s, num_frames, fps)):
             path = layout.frame_path(self.frames_dir, frame, self.ext)
-            used = read_sources(path, self.boxes.get(frame), images[k], positions[k])
+            used = read_sources(path, self.boxes.get(frame) if use_boxes else None,
+                                None if images is None else images[k], positions[k],
+                                scene=None if scenes is None else scenes[k])
             mask[k, :used] = False
-        frames = torch.from_numpy(images).permute(0, 1, 4, 2, 3)
-        frames = frames.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
-        inputs = frames, torch.from_numpy(positions), torch.from_numpy(mask)
-        return mirror_visual(*inputs) if flip else inputs
+        inputs: dict[str, torch.Tensor] = {}
+        if use_boxes:
+            inputs.update(frames=_to_float(torch.from_numpy(images).permute(0, 1, 4, 2, 3)),
+                          positions=torch.from_numpy(positions), mask=torch.from_numpy(mask))
+        if use_grid:
+            inputs["scene"] = _to_float(torch.from_numpy(scenes).permute(0, 3, 1, 2))
+        return mirror_visual(inputs) if flip else inputs
 
 
-def mirror_visual(frames: torch.Tensor, positions: torch.Tensor,
-                  mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+# The visual inputs of Stage 1 (keys of a dataset item and of the model's keyword arguments): the box
+# crops, their centres and slot mask (box tokens), and the whole frame (grid tokens).
+VISUAL_KEYS = ("frames", "positions", "mask", "scene")
+VISUAL_TOKENS = ("boxes", "grid", "both")
+
+
+def token_parts(tokens: str) -> tuple[bool, bool]:
+    """``(uses box tokens, uses grid tokens)`` of a ``visual_tokens`` mode."""
+    if tokens not in VISUAL_TOKENS:
+        raise ValueError(f"unknown visual tokens {tokens!r}; choose from {VISUAL_TOKENS}")
+    return tokens != "grid", tokens != "boxes"
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
+def mirror_visual(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The visual inputs of the left-right mirrored scene: every image mirrored, ``cx -> 1 - cx`` in
-    the valid slots (padded slots keep position 0).
+    the valid box slots (padded slots keep position 0). Grid cells need no position change here: the
+    encoder's cell ``(cx, cy)`` of the mirrored frame sees what cell ``(1 - cx, cy)`` saw
+    (:func:`letterbox` pads both sides alike and the pooling cells are symmetric).
 
-    Shapes (any leading dims ``...``, e.g. (L, N) or (B, L, N)): ``frames`` (..., 3, P, P),
-    ``positions`` (..., 2), ``mask`` (...) with True = padded. The training flip (``--flip_aug``) and the
-    test-time flip (``--flip_tta``) both use this, with the ears swapped by the caller.
+    ``inputs``: the dict of :data:`VISUAL_KEYS` present, any leading dims ``...`` (e.g. (L, N) or
+    (B, L, N)): ``frames`` (..., 3, P, P), ``positions`` (..., 2), ``mask`` (...) with True = padded,
+    ``scene`` (..., 3, H, W). The training flip (``--flip_aug``) and the test-time flip
+    (``--flip_tta``) both use this, with the ears swapped by the caller.
     """
-    cx = torch.where(mask, torch.zeros_like(positions[..., 0]), 1.0 - positions[..., 0])
-    return frames.flip(-1), torch.stack([cx, positions[..., 1]], dim=-1), mask
+    out = dict(inputs)
+    if "frames" in inputs:
+        positions, mask = inputs["positions"], inputs["mask"]
+        cx = torch.where(mask, torch.zeros_like(positions[..., 0]), 1.0 - positions[..., 0])
+        out.update(frames=inputs["frames"].flip(-1), positions=torch.stack([cx, positions[..., 1]], dim=-1))
+    if "scene" in inputs:
+        out["scene"] = inputs["scene"].flip(-1)
+    return out
 
 
 def open_clip_frames(frames_dir: str, *, name: str, max_sources: int, detections: tuple[str, np.ndarray] | None = None
@@ -283,4 +361,4 @@ def open_clip_frames(frames_dir: str, *, name: str, max_sources: int, detections
     source, rows = detections or ("", np.zeros((0, 7)))
     boxes, count = check_boxes(name, source, rows, num_images=num_images, width=width, height=height,
                                max_sources=max_sources)
-    return ClipFrames(frames_dir, ext, num_images, boxes), count
+    return ClipFrames(frames_dir, ext, num_images, boxes, (width, height)), count

@@ -204,7 +204,10 @@ class Binauralizer:
 
     @property
     def expects_boxes(self) -> bool | None:
-        """True: trained with detection boxes; False: on whole frames; None: the run does not say."""
+        """True: trained with detection boxes; False: on whole frames (or grid tokens only, which read no
+        boxes); None: the run does not say."""
+        if self.cfg.get("visual_tokens") == "grid":
+            return False
         source = self.cfg.get("box_source")
         return None if source is None else source == "detections"
 
@@ -225,8 +228,9 @@ class Binauralizer:
                                   fps=cfg["fps"], max_sources=cfg["max_sources"], video=video,
                                   frames_dir=frames_dir, detections=detections, slack_s=slack_s)
         if boxes is not None and self.expects_boxes is False:  # checked above, but not what this model reads
-            log.warning("%s was trained on whole frames: the boxes are not used", self.run_dir)
-            return ClipFrames(clip.frames_dir, clip.ext, clip.num_images, {})
+            log.warning("%s was trained on whole frames (visual tokens: %s): the boxes are not used", self.run_dir,
+                        self.cfg.get("visual_tokens") or "boxes")
+            return ClipFrames(clip.frames_dir, clip.ext, clip.num_images, {}, clip.size)
         if isinstance(boxes, str) and boxes == "auto":
             clip = self._detect(clip)
         return clip
@@ -236,7 +240,7 @@ class Binauralizer:
         if boxes is None:
             if self.expects_boxes:
                 log.warning("%s was trained with detection boxes and none were given: the whole frame becomes "
-                            "one token, an input it never saw in training; pass --boxes CSV or --boxes auto "
+                            "one box token, an input it never saw in training; pass --boxes CSV or --boxes auto "
                             "(a detector finds the sources)", self.run_dir)
             return None
         if isinstance(boxes, str) and boxes == "auto":
@@ -262,7 +266,7 @@ class Binauralizer:
         boxes, _ = check_boxes("auto", "detector", lines, num_images=clip.num_images, width=width, height=height,
                                max_sources=self.cfg["max_sources"])
         log.info("detector: %d box(es) in %d of %d frames", len(rows), len(boxes), clip.num_images)
-        return ClipFrames(clip.frames_dir, clip.ext, clip.num_images, boxes)
+        return ClipFrames(clip.frames_dir, clip.ext, clip.num_images, boxes, clip.size)
 
     def _pieces(self, wav: np.ndarray, clip: ClipFrames):
         """Stage 1 then the renderer, piece by piece: (2, n) waveform chunks at the model's rate. Each
@@ -279,7 +283,8 @@ class Binauralizer:
 
         def visual_fn(start_frame: int, num_frames: int):
             return clip.visual_inputs(start_frame * hop / sr, num_frames * hop / sr, num_frames=cfg["num_frames"],
-                                      max_sources=cfg["max_sources"], image_size=cfg["img_size"], fps=cfg["fps"])
+                                      max_sources=cfg["max_sources"], image_size=cfg["img_size"], fps=cfg["fps"],
+                                      tokens=cfg["visual_tokens"], frame_size=cfg["frame_size"])
 
         def stage1(m0: int, m1: int) -> torch.Tensor:
             """Stage 1 output (C, M, m1 - m0) for frames [m0, m1): the whole clip's windows and seeds."""

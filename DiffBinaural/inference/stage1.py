@@ -53,8 +53,9 @@ def generate_clip(
 
     Args:
         mono_mel: (1, M, T) ln-mel of the whole mono clip.
-        visual_fn: ``visual_fn(start_frame, num_frames) -> (frames, positions, mask)`` for a window
-            (shapes as in :mod:`DiffBinaural.dataset.base`, without the batch dim).
+        visual_fn: ``visual_fn(start_frame, num_frames) -> dict`` of a window's visual inputs
+            (``frames``, ``positions``, ``mask`` and / or ``scene``, as in :mod:`DiffBinaural.dataset.base`,
+            without the batch dim).
         window, hop: window length and stride in frames.
         batch_windows: windows sampled together (window i is in batch i // batch_windows).
         seed: window ``i`` uses noise seeded by ``(seed, i)``: same seed, same output.
@@ -97,17 +98,11 @@ def generate_clip(
     for b in range(first, last, batch_windows):
         group = starts[b:b + batch_windows]
         visual = [visual_fn(s, window) for s in group]
-        kwargs = {
-            "mono_mel": torch.stack([padded[:, :, s:s + window] for s in group]).to(device),
-            "frames": torch.stack([v[0] for v in visual]).to(device),
-            "positions": torch.stack([v[1] for v in visual]).to(device),
-            "mask": torch.stack([v[2] for v in visual]).to(device),
-        }
+        inputs = {k: torch.stack([v[k] for v in visual]).to(device) for k in visual[0]}
+        kwargs = {"mono_mel": torch.stack([padded[:, :, s:s + window] for s in group]).to(device), **inputs}
         conditions = encode_conditions(model, kwargs)  # once per batch, whatever the number of samples
         if flip_tta:
-            frames_m, positions_m, mask_m = mirror_visual(kwargs["frames"], kwargs["positions"], kwargs["mask"])
-            mirrored = encode_conditions(model, {**kwargs, "frames": frames_m, "positions": positions_m,
-                                                 "mask": mask_m})
+            mirrored = encode_conditions(model, {**kwargs, **mirror_visual(inputs)})
         draws = num_samples * (2 if flip_tta else 1)
         total_x = 0.0
         for j in range(draws):
@@ -158,7 +153,7 @@ def run_inference(args, dataset_kind: str) -> None:
         problem = mel_cfg.mismatch(cfg["mel"])
         if problem:
             raise BadInputError(args.mel_config, f"differs from the checkpoint's mel parameters: {problem}")
-        for key in ("segment_frames", "num_frames", "max_sources", "img_size", "fps"):
+        for key in ("segment_frames", "num_frames", "max_sources", "img_size", "fps", "visual_tokens", "frame_size"):
             setattr(args, key, cfg[key])  # the visual inputs must be built as in training
         sampler = build_sampler(cfg, args)
         if args.window_hop is None:

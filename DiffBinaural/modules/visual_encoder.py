@@ -1,10 +1,21 @@
-"""Visual encoder: per-frame source crops + box centres -> a set of visual tokens for cross-attention.
+"""Visual encoder: video frames -> a set of visual tokens for cross-attention.
 
-One token per (frame l, source slot n)::
+Two kinds of token, chosen by ``tokens`` (config key ``visual_tokens``):
 
-    token = Linear(backbone(crop))                      what the source looks like
+* **box tokens** (``boxes``): one per (frame l, source slot n), from the source's crop and box centre;
+* **grid tokens** (``grid``): one per (frame l, cell), from the backbone's feature map of the whole
+  frame *before* its global pool, average-pooled to ``grid = (GY, GX)`` cells, placed at the cell
+  centre ``((j + 0.5) / GX, (i + 0.5) / GY)``. Where no detector gives boxes (FAIR-Play, a user's
+  video) this keeps where things are in the frame, as the field's systems do (Mono2Binaural tiles a
+  ResNet feature map into its bottleneck; Gao & Grauman 2019);
+* ``both``: the two sets, told apart by a learned type embedding.
+
+Each token is::
+
+    token = Linear(features)                            what is there (a crop's, or a cell's)
           + Linear(Fourier(cx, cy))                     where it is in the image
           + frame_embedding[l]                          when (learned, l = 0..L-1)
+          [+ type_embedding[grid | box]]                which kind (``both`` only)
     token = token + MLP(LayerNorm(token))               lets appearance and position interact
 
 The original encoders pooled everything into ONE vector per clip (and masked the wrong slots, see
@@ -15,12 +26,15 @@ are zeroed; the UNet excludes them from attention.
 Backbones:
 
 * ``cnn``: a small conv net trained from scratch (stride-2 conv + GroupNorm + SiLU, global average
-  pool). The offline default; ImageNet normalisation.
+  pool; its grid is the last stage's map, stride 16). The offline default; ImageNet normalisation.
 * ``resnet18``: transformers ``ResNetModel`` (trainable by default); pretrained e.g.
-  ``"microsoft/resnet-18"`` or a local folder; ImageNet normalisation.
+  ``"microsoft/resnet-18"`` or a local folder; ImageNet normalisation. Grid: ``last_hidden_state``
+  (stride 32), whose mean is the pooled output.
 * ``clip``: transformers ``CLIPVisionModel`` pooled output (frozen by default); pretrained e.g.
   ``"openai/clip-vit-base-patch32"`` or a local folder; CLIP's own normalisation constants (the
-  original fed CLIP ImageNet-normalised pixels; fixed deliberately).
+  original fed CLIP ImageNet-normalised pixels; fixed deliberately). Grid: the patch tokens
+  (``last_hidden_state`` without the class token, through the same ``post_layernorm`` as the pooled
+  output), on a non-square frame by interpolating the position embeddings.
 
 ``pretrained=None`` builds a randomly initialised backbone (from ``backbone_config`` or the default
 architecture) so that nothing downloads in tests. :meth:`VisualEncoder.checkpoint_config` returns
@@ -115,6 +129,8 @@ class VisualEncoder(nn.Module):
             "groups": g}`` for cnn), to build tiny random backbones in tests.
         num_pos_freqs: frequencies per axis of the box-centre encoding.
         dropout: dropout in the token MLP.
+        tokens: ``boxes`` | ``grid`` | ``both`` (module docstring).
+        grid: ``(GY, GX)`` cells of the grid tokens (required with ``grid`` / ``both``).
     """
 
     def __init__(
@@ -129,8 +145,16 @@ class VisualEncoder(nn.Module):
         backbone_config: dict | None = None,
         num_pos_freqs: int = 8,
         dropout: float = 0.0,
+        tokens: str = "boxes",
+        grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        from DiffBinaural.dataset.frames import token_parts
+
+        self.use_boxes, self.use_grid = token_parts(tokens)
+        if self.use_grid and (grid is None or len(grid) != 2 or min(grid) < 1):
+            raise ValueError(f"visual tokens {tokens!r} need grid = (GY, GX) cells >= 1, got {grid}")
+        self.tokens, self.grid = tokens, (tuple(int(g) for g in grid) if self.use_grid else None)
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {BACKBONES}")
         if pretrained is not None and backbone_config is not None:
@@ -148,6 +172,8 @@ class VisualEncoder(nn.Module):
             num_pos_freqs=num_pos_freqs,
             dropout=dropout,
             freeze_backbone=self.freeze_backbone,
+            tokens=tokens,
+            grid=None if self.grid is None else list(self.grid),
         )
 
         self.backbone, feat_dim, default_size = self._build_backbone(backbone, pretrained, backbone_config)
@@ -163,6 +189,14 @@ class VisualEncoder(nn.Module):
         self.pos_proj = nn.Linear(4 * num_pos_freqs, dim)
         self.frame_embed = nn.Embedding(num_frames, dim)
         nn.init.normal_(self.frame_embed.weight, std=0.02)
+        if self.use_grid:
+            gy, gx = self.grid
+            iy, ix = torch.meshgrid(torch.arange(gy), torch.arange(gx), indexing="ij")
+            centres = torch.stack([(ix + 0.5) / gx, (iy + 0.5) / gy], dim=-1).reshape(-1, 2)
+            self.register_buffer("cell_centres", centres.float(), persistent=False)  # (GY·GX, 2), row-major
+        if tokens == "both":
+            self.type_embed = nn.Embedding(2, dim)  # 0 = grid cell, 1 = box
+            nn.init.normal_(self.type_embed.weight, std=0.02)
         self.mlp = nn.Sequential(
             nn.LayerNorm(dim),
             nn.Linear(dim, 4 * dim),
@@ -244,33 +278,51 @@ class VisualEncoder(nn.Module):
             native = self.backbone.config.image_size
             return self.backbone(pixel_values=x, interpolate_pos_encoding=x.shape[-1] != native).pooler_output
 
-    def forward(
-        self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode the source crops of L frames.
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) whole frames in [0, 1] -> (N, feat_dim, h, w): the backbone's last spatial map
+        (before its global pool), at the frames' own size and aspect (no resize)."""
+        x = (images - self.pixel_mean) / self.pixel_std
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            if self.backbone_name == "cnn":
+                return self.backbone.net(x)
+            if self.backbone_name == "resnet18":
+                return self.backbone(pixel_values=x).last_hidden_state
+            out = self.backbone(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state
+            patch = self.backbone.config.patch_size
+            h, w = x.shape[-2] // patch, x.shape[-1] // patch
+            vision = getattr(self.backbone, "vision_model", self.backbone)  # transformers < 5 nests it
+            patches = vision.post_layernorm(out[:, 1:])  # the norm the pooled output gets
+            return patches.transpose(1, 2).reshape(x.shape[0], -1, h, w)
 
-        Args:
-            frames: (B, L, N, 3, H, W) float crops in [0, 1] (normalisation happens here).
-            positions: (B, L, N, 2) box centres (cx, cy) in [0, 1]; NaN is treated as 0.
-            mask: (B, L, N) bool, **True = invalid / padded** slot.
-        Returns:
-            tokens (B, L·N, dim) (zero at padded slots) and token_mask (B, L·N) bool, True = invalid.
+    def _finish(self, feats: torch.Tensor, pos: torch.Tensor, kind: int) -> torch.Tensor:
+        """Sum the parts of (B, L, K, dim) tokens (features, encoded positions, frame and type embeddings)
+        and apply the token MLP and norm."""
+        frame_ids = torch.arange(feats.shape[1], device=feats.device)
+        tokens = feats + pos + self.frame_embed(frame_ids)[None, :, None, :]
+        if self.tokens == "both":
+            tokens = tokens + self.type_embed.weight[kind]
+        return self.out_norm(tokens + self.mlp(tokens))
+
+    def grid_tokens(self, scene: torch.Tensor) -> torch.Tensor:
+        """(B, L, 3, H, W) whole frames -> (B, L, GY·GX, dim) cell tokens, cells row-major.
+
+        The cells are :func:`torch.nn.functional.adaptive_avg_pool2d` bins of the feature map, whose
+        bounds are left-right symmetric (bin j spans ``[floor(j w / GX), ceil((j + 1) w / GX))``), so a
+        mirrored map gives the mirrored cells at any map width.
         """
-        b, n_frames, n_src = mask.shape
-        if frames.shape[:3] != mask.shape or frames.shape[3] != 3:
-            raise ValueError(
-                f"frames must be (B, L, N, 3, H, W) matching mask {tuple(mask.shape)}, "
-                f"got {tuple(frames.shape)}"
-            )
-        if positions.shape != (b, n_frames, n_src, 2):
-            raise ValueError(f"positions must be {(b, n_frames, n_src, 2)}, got {tuple(positions.shape)}")
-        if n_frames > self.num_frames:
-            raise ValueError(
-                f"got L={n_frames} frames but the encoder was built for num_frames={self.num_frames}"
-            )
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be bool (True = invalid), got {mask.dtype}")
+        b, n_frames = scene.shape[:2]
+        fmap = self.feature_map(scene.flatten(0, 1))  # (B·L, C, h, w)
+        cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B·L, G, C)
+        feats = self.feat_proj(cells.to(self.feat_proj.weight.dtype)).view(b, n_frames, -1, self.dim)
+        pos = self.pos_proj(fourier_features(self.cell_centres, self.num_pos_freqs))  # (G, dim)
+        return self._finish(feats, pos, kind=0)
 
+    def box_tokens(
+        self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, L, N, 3, P, P) crops, (B, L, N, 2) centres, (B, L, N) mask -> (B, L, N, dim) box tokens
+        (zero at padded slots)."""
+        b, n_frames, n_src = mask.shape
         flat_mask = mask.reshape(-1)  # (B·L·N,)
         valid = (~flat_mask).nonzero(as_tuple=True)[0]
         feats = self.feat_proj.weight.new_zeros(flat_mask.numel(), self.dim)
@@ -284,13 +336,59 @@ class VisualEncoder(nn.Module):
             dummy = frames.new_zeros(1, *frames.shape[3:])
             feats = feats + 0.0 * self.feat_proj(self.encode_crops(dummy).to(feats.dtype)).sum()
         feats = feats.view(b, n_frames, n_src, self.dim)
-
         pos = self.pos_proj(fourier_features(torch.nan_to_num(positions, nan=0.0), self.num_pos_freqs))
-        frame_ids = torch.arange(n_frames, device=mask.device)
-        tokens = feats + pos + self.frame_embed(frame_ids)[None, :, None, :]  # (B, L, N, dim)
-        tokens = self.out_norm(tokens + self.mlp(tokens))
-        tokens = tokens.masked_fill(mask[..., None], 0.0)
-        return tokens.reshape(b, n_frames * n_src, self.dim), mask.reshape(b, n_frames * n_src)
+        return self._finish(feats, pos, kind=1).masked_fill(mask[..., None], 0.0)
+
+    def forward(
+        self, frames: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None, *, scene: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode the visual inputs of L frames (the dataset item's keys, batched).
+
+        Args:
+            frames: (B, L, N, 3, H, W) float crops in [0, 1] (normalisation happens here); box tokens.
+            positions: (B, L, N, 2) box centres (cx, cy) in [0, 1]; NaN is treated as 0.
+            mask: (B, L, N) bool, **True = invalid / padded** slot.
+            scene: (B, L, 3, H, W) whole frames in [0, 1]; grid tokens.
+        Returns:
+            tokens (B, T, dim) (zero at padded slots) and token_mask (B, T) bool, True = invalid, with
+            T = L·N (boxes), L·GY·GX (grid; no cell is masked) or L·GY·GX + L·N (both: grid first).
+        """
+        parts, masks = [], []
+        if self.use_grid:
+            if scene is None or scene.dim() != 5 or scene.shape[2] != 3:
+                raise ValueError(f"visual tokens {self.tokens!r} need scene (B, L, 3, H, W), got "
+                                 f"{None if scene is None else tuple(scene.shape)}")
+            self._check_frames(scene.shape[1])
+            grid = self.grid_tokens(scene)
+            parts.append(grid.flatten(1, 2))
+            masks.append(torch.zeros(grid.shape[:3], dtype=torch.bool, device=grid.device).flatten(1))
+        if self.use_boxes:
+            if frames is None or positions is None or mask is None:
+                raise ValueError(f"visual tokens {self.tokens!r} need frames, positions and mask")
+            self._check_boxes(frames, positions, mask)
+            parts.append(self.box_tokens(frames, positions, mask).flatten(1, 2))
+            masks.append(mask.flatten(1))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def _check_frames(self, n_frames: int) -> None:
+        if n_frames > self.num_frames:
+            raise ValueError(
+                f"got L={n_frames} frames but the encoder was built for num_frames={self.num_frames}"
+            )
+
+    def _check_boxes(self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> None:
+        b, n_frames, n_src = mask.shape
+        if frames.shape[:3] != mask.shape or frames.shape[3] != 3:
+            raise ValueError(
+                f"frames must be (B, L, N, 3, H, W) matching mask {tuple(mask.shape)}, "
+                f"got {tuple(frames.shape)}"
+            )
+        if positions.shape != (b, n_frames, n_src, 2):
+            raise ValueError(f"positions must be {(b, n_frames, n_src, 2)}, got {tuple(positions.shape)}")
+        self._check_frames(n_frames)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be bool (True = invalid), got {mask.dtype}")
 
 
 __all__ = ["BACKBONES", "DEFAULT_PRETRAINED", "SmallCNN", "VisualEncoder", "fourier_features"]

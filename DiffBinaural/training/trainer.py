@@ -36,7 +36,13 @@ from binaural_core.run_record import write_run_record
 from binaural_core.runtime import StepTimer, TrainingLoop, run_workers, setup_logging
 from DiffBinaural.dataset import build_dataset
 from DiffBinaural.model import Stage1Model, batch_inputs, build_sampler
-from DiffBinaural.utils.arguments import load_model_config, model_config, run_dir, save_model_config
+from DiffBinaural.utils.arguments import (
+    load_model_config,
+    model_config,
+    resolve_visual,
+    run_dir,
+    save_model_config,
+)
 from DiffBinaural.utils.ema import EMA
 from DiffBinaural.utils.validation import log_validation, validate
 
@@ -68,6 +74,8 @@ class Stage1Trainer(TrainingLoop):
         self.train_set = build_dataset(dataset_kind, args, list_path=args.list_train, split="train")
         self.cfg = model_config(args)
         self.cfg["box_source"] = self.train_set.box_source  # tells inference whether to ask for boxes
+        self.cfg = resolve_visual(self.cfg, self.train_set)  # token mode, whole-frame size, grid
+        args.frame_size = self.cfg["frame_size"]  # the val set's frames as the train set's
         resumed = bool(args.resume and os.path.exists(cfg_path))
         if resumed:
             self.cfg = load_model_config(cfg_path)  # a resumed run keeps the architecture it started with

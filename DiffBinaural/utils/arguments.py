@@ -18,6 +18,7 @@ import os
 
 from binaural_core.audio import BadInputError
 from binaural_core.mel import DEFAULT_CONFIG, read_json
+from DiffBinaural.dataset.frames import VISUAL_TOKENS
 from DiffBinaural.dataset.layout import FPS
 
 # Keys of config.json: everything needed to rebuild the networks and the diffusion process.
@@ -26,13 +27,15 @@ MODEL_KEYS = (
     "arch_frame", "pretrained_frame", "context_dim",
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
-    "interaural_phase", "residual_scale", "box_source",
+    "interaural_phase", "residual_scale", "box_source", "visual_tokens", "grid", "frame_size",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
 # box_source (what the training set gave: "detections" or "whole_frame") is set by the trainer from
 # its data, not by a flag; None = a run from before it was recorded.
-OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None}
+# visual_tokens / grid / frame_size: runs from before grid tokens had box tokens only.
+OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None, "visual_tokens": "boxes",
+                 "grid": None, "frame_size": None}
 DATA_KEYS = ("box_source",)  # model keys the trainer fills from its dataset
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config", *DATA_KEYS))
@@ -105,6 +108,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="hub id or local folder of the resnet18/clip weights; 'auto': microsoft/resnet-18 or "
                         "openai/clip-vit-base-patch32 (downloads); 'none': random init (offline tests)")
     g.add_argument("--context_dim", type=int, default=256, help="visual token width")
+    g.add_argument("--visual_tokens", choices=VISUAL_TOKENS, default=None,
+                   help="boxes: a token per detection box; grid: a token per cell of the whole frame's feature "
+                        "map (no detector needed); both: the two sets (default: boxes for RealBinaural, grid for "
+                        "FAIR-Play)")
+    g.add_argument("--grid", type=int, nargs=2, default=None, metavar=("GY", "GX"),
+                   help="grid tokens: cells per frame (default: 4 rows, columns to suit --frame_size's aspect, "
+                        "4 x 8 for 2:1 frames)")
+    g.add_argument("--frame_size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="grid tokens: the whole frame is resized keeping its aspect into H x W (centred, zero "
+                        "borders); default: the training frames' aspect, short side max(--img_size, 64)")
 
     g = p.add_argument_group("UNet (saved in config.json)")
     g.add_argument("--unet_channels", type=int, default=64)
@@ -222,6 +235,30 @@ def model_config(args: argparse.Namespace) -> dict:
     elif cfg["pretrained_frame"] == "auto":
         cfg["pretrained_frame"] = DEFAULT_PRETRAINED[cfg["arch_frame"]]
     return cfg
+
+
+GRID_ROWS = 4  # default --grid rows; the columns follow the frame's aspect
+
+
+def default_grid(frame_size: tuple[int, int]) -> list[int]:
+    """``--grid`` when not given: 4 rows and as many columns as keep the cells square-ish (4 x 8 for 2:1)."""
+    height, width = frame_size
+    return [GRID_ROWS, max(1, round(GRID_ROWS * width / height))]
+
+
+def resolve_visual(cfg: dict, dataset) -> dict:
+    """Fill the visual-token keys of a run's config from its training set: the mode it was built with,
+    the whole-frame size it chose (None for box tokens only) and the grid (``--grid`` or
+    :func:`default_grid`); the val set must then be built with the same frame size."""
+    out = dict(cfg, visual_tokens=dataset.visual_tokens)
+    out["frame_size"] = None if dataset.frame_size is None else list(dataset.frame_size)
+    if dataset.visual_tokens == "boxes":
+        out["grid"] = None
+    else:
+        out["grid"] = list(cfg["grid"]) if cfg.get("grid") else default_grid(dataset.frame_size)
+        if min(out["grid"]) < 1:
+            raise BadInputError(None, f"--grid must be two counts GY GX >= 1, got {out['grid']}")
+    return out
 
 
 def load_model_config(path: str) -> dict:

@@ -1,0 +1,129 @@
+"""Visual tokens compared at `make demo`'s Stage 1 recipe: train, sample the test clips, score L−R.
+
+    python bench/visual_tokens.py --data DATA --kind realbinaural|fairplay --tokens boxes grid both \
+        --out runs/tokens [--label NAME] [--max_steps 1700] [-- EXTRA TRAIN FLAGS]
+
+For each ``--tokens`` mode it runs the user's own scripts in a subprocess (each with its log in
+``{out}/{label}_{mode}/``): ``train_{kind}.py`` with the demo's flags, ``test_{kind}.py --mode test``
+sampled as the demo samples (DDIM 5, 2 samples + 2 of the mirrored video), once ``--mode gt``, then the
+test split's mel distances (:func:`DiffBinaural.report.mel_rmse`, the numbers ``report.py`` prints):
+L−R and L/R, each beside the mono copy's, and the ratio. A finished mode (its ``score.json``) is not
+redone. ``boxes`` on a FAIR-Play layout is today's whole-frame token (one per frame). Results go to
+``{out}/results.json`` (one entry per label and mode, with the machine) and are printed as a table.
+
+The data: ``python -m DiffBinaural.dataset.synthetic --out D --num_clips 1200 --seconds 4 --seed 0
+--split_fractions 0.95 0.025 0.025`` (add ``--format fairplay --fairplay_sr 22050`` for the same scenes in
+the FAIR-Play layout, at the same rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from common import machine
+
+from binaural_core.audio import load_wav, mono_from_binaural
+from binaural_core.mel import MelConfig, mel_numpy, read_json
+from DiffBinaural.dataset import layout
+from DiffBinaural.report import load_mels, mel_rmse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# make demo's Stage 1 flags (Makefile: step 2/6) and its test sampling (DEMO_SAMPLING)
+TRAIN = ["--config", "tiny", "--batch_size_per_gpu", "8", "--num_epoch", "1000", "--lr_unet", "1e-3",
+         "--lr_frame", "1e-3", "--eval_epoch", "10", "--num_val", "16", "--steps", "10", "--disp_iter", "100",
+         "--workers", "1"]
+SAMPLING = ["--steps", "5", "--num_samples", "2", "--flip_tta", "--window_batch", "24"]
+
+
+def split_lists(data: str, kind: str) -> dict[str, str]:
+    """train / val / test list files of the synthetic generator's layout."""
+    if kind == "realbinaural":
+        return {s: os.path.join(data, "splits", f"{s}.csv") for s in ("train", "val", "test")}
+    return {s: layout.fp_split_h5(data, s, 1) for s in ("train", "val", "test")}
+
+
+def run_logged(cmd: list[str], log_path: str) -> None:
+    with open(log_path, "w") as log:
+        proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise SystemExit(f"{log_path}: {' '.join(cmd[:1])} failed (exit {proc.returncode})")
+
+
+def score(pred_dir: str, gt_dir: str, data: str, kind: str) -> dict:
+    """Mean test L/R and L−R mel distances of a mel dir and of the mono copy ((L + R) / 2 on both ears)."""
+    cfg = MelConfig()
+    names = sorted(f[:-4] for f in os.listdir(os.path.join(gt_dir, "left", "test")) if f.endswith(".npy"))
+    rows = {"model": [], "mono": []}
+    for name in names:
+        gt, pred = load_mels(gt_dir, "test", name), load_mels(pred_dir, "test", name)
+        wav_path = layout.rb_paths(data, name)["binaural"] if kind == "realbinaural" else layout.fp_paths(
+            data, name)["binaural"]
+        mono = mel_numpy(mono_from_binaural(load_wav(wav_path, sampling_rate=cfg.sampling_rate, channels=2, resample_ok=True)), cfg)
+        mono = mono[:, :gt.shape[-1]]
+        rows["model"].append(mel_rmse(pred, gt))
+        rows["mono"].append(mel_rmse(np.stack([mono, mono]), gt))
+    mean = {k: np.mean(np.array(v), axis=0) for k, v in rows.items()}
+    return {"clips": len(names), "lr": float(mean["model"][0]), "lr_mono": float(mean["mono"][0]),
+            "diff": float(mean["model"][1]), "diff_mono": float(mean["mono"][1]),
+            "diff_ratio": float(mean["model"][1] / mean["mono"][1]), "lr_ratio": float(mean["model"][0] / mean["mono"][0])}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--kind", choices=("realbinaural", "fairplay"), required=True)
+    p.add_argument("--tokens", nargs="+", choices=("boxes", "grid", "both"), required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--label", default=None, help="name of this setting in results.json (default: the kind)")
+    p.add_argument("--max_steps", type=int, default=1700)
+    p.add_argument("extra", nargs="*", help="more training flags (after --)")
+    args = p.parse_args(argv)
+    label = args.label or args.kind
+    lists = split_lists(args.data, args.kind)
+    script = "realBinaural" if args.kind == "realbinaural" else "fairplay"
+    os.makedirs(args.out, exist_ok=True)
+    gt_dir = os.path.join(args.out, f"{label}_gt")
+    common = ["--data_root", args.data, "--ckpt", os.path.join(args.out, "ckpt")]
+    if not os.path.isfile(os.path.join(gt_dir, "meta.json")):
+        os.makedirs(gt_dir, exist_ok=True)
+        run_logged([f"DiffBinaural/test_{script}.py", *common, "--id", "-", "--mode", "gt", "--list_test",
+                    lists["test"], "--output_dir", gt_dir], os.path.join(gt_dir, "gt.log"))
+    results_path = os.path.join(args.out, "results.json")
+    results = read_json(results_path) if os.path.isfile(results_path) else {}
+    for mode in args.tokens:
+        name = f"{label}_{mode}"
+        folder = os.path.join(args.out, name)
+        os.makedirs(folder, exist_ok=True)
+        done = os.path.join(folder, "score.json")
+        if not os.path.isfile(done):
+            t0 = time.time()
+            run_logged([f"DiffBinaural/train_{script}.py", *common, "--id", name, *TRAIN, "--max_steps",
+                        str(args.max_steps), "--list_train", lists["train"], "--list_val", lists["val"],
+                        "--visual_tokens", mode, *args.extra], os.path.join(folder, "train.log"))
+            t1 = time.time()
+            run_logged([f"DiffBinaural/test_{script}.py", *common, "--id", name, "--mode", "test", "--list_test",
+                        lists["test"], *SAMPLING, "--output_dir", os.path.join(folder, "mels")],
+                       os.path.join(folder, "test.log"))
+            result = {**score(os.path.join(folder, "mels"), gt_dir, args.data, args.kind), "tokens": mode,
+                      "kind": args.kind, "train_min": round((t1 - t0) / 60, 2), "extra": args.extra,
+                      "max_steps": args.max_steps, "machine": machine()}
+            with open(done, "w") as f:
+                json.dump(result, f, indent=1)
+        results[name] = read_json(done)
+        with open(results_path, "w") as f:
+            json.dump(results, f, indent=1)
+    print(f"| run | test L−R (× mono copy) | L/R (×) | training |  ({machine()})")
+    print("|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['diff']:.3f} / {r['diff_mono']:.3f} = {r['diff_ratio']:.3f} | {r['lr_ratio']:.3f} | "
+              f"{r['train_min']} min |")
+
+
+if __name__ == "__main__":
+    main()
