@@ -8,6 +8,7 @@
 #   data            a small synthetic RealBinaural dataset
 #   stage1_fp32 / stage1_bf16 / stage1_fp16
 #                   a few Stage 1 training steps (base size on CUDA, tiny on CPU) with --amp none/bf16/fp16
+#   stage1_both_bf16 Stage 1 with box and grid tokens (--visual_tokens both) under bf16 autocast
 #   ddp_2proc       Stage 1 with --num_gpus 2: NCCL when >= 2 GPUs, else gloo with both ranks on one GPU
 #   vocoder_step    a few BigVGAN training steps
 #   binauralize_mono / binauralize_vocoder
@@ -88,6 +89,8 @@ for amp in none bf16 fp16; do
     name=stage1_${amp/none/fp32}
     step "$name" "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" --id "$name" --amp "$amp"
 done
+# box and grid tokens together (the whole frame's feature map) under bf16 autocast
+step stage1_both_bf16 "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" --id both --amp bf16 --visual_tokens both
 if [ "$DEVICE" = cuda ] && [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -lt 2 ]; then
     step ddp_2proc env DIFFBINAURAL_DIST_BACKEND=gloo "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" \
         --id ddp --num_gpus 2

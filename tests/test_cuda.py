@@ -83,6 +83,27 @@ def test_unet_backward_under_autocast_gives_finite_gradients():
         assert grads and all(torch.isfinite(g).all() for g in grads), dtype
 
 
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_grid_tokens_on_cuda_equal_cpu_and_stay_close_under_autocast(pool):
+    from DiffBinaural.modules.visual_encoder import VisualEncoder
+
+    torch.manual_seed(0)
+    enc = VisualEncoder(backbone="cnn", dim=64, num_frames=3, tokens="both", grid=(4, 8), grid_pool=pool).eval()
+    if pool == "attention":
+        torch.nn.init.normal_(enc.cell_score.weight, std=0.5)
+    g = torch.Generator().manual_seed(1)
+    inputs = dict(frames=torch.rand(2, 3, 2, 3, 32, 32, generator=g), positions=torch.rand(2, 3, 2, 2, generator=g),
+                  mask=torch.tensor([False, True]).expand(2, 3, 2).clone(), scene=torch.rand(2, 3, 3, 64, 128, generator=g))
+    with torch.no_grad():
+        ref = enc(**inputs)[0]
+        enc.cuda()
+        cuda = {k: v.cuda() for k, v in inputs.items()}
+        torch.testing.assert_close(enc(**cuda)[0].cpu(), ref, atol=1e-4, rtol=1e-4)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = enc(**cuda)[0].float().cpu()
+    assert torch.isfinite(low).all() and (low - ref).norm() / ref.norm() < 0.05
+
+
 def test_vocoder_on_cuda_equals_cpu():
     h = load_config(os.path.join(REPO, "BigVGAN", "configs", "bigvgan_tiny.json"))
     torch.manual_seed(0)

@@ -112,6 +112,39 @@ def test_a_mirrored_frame_gives_exactly_the_mirrored_token_set(size, factor, gri
     assert not torch.allclose(mirrored, tokens, atol=1e-3)  # not trivially equal: the scene is not symmetric
 
 
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+@pytest.mark.parametrize("size,factor", [((64, 128), 8), ((56, 112), 8), ((40, 120), 8)])
+def test_mirrored_cells_hold_the_mirrored_features_at_mirrored_positions(size, factor, pool):
+    """With either pooling, cell j of the mirrored frame holds cell GX−1−j's features at cx → 1 − cx."""
+    enc = _pixel_features(VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES["cnn"],
+                                        tokens="grid", grid=(4, 8), grid_pool=pool), factor)
+    if pool == "attention":  # a score that is not constant, so the centroid moves off the centre
+        torch.nn.init.normal_(enc.cell_score.weight, std=2.0)
+    scene = torch.rand(B, L, 3, *size, generator=torch.Generator().manual_seed(5))
+    cells, pos = (x.view(B, L, 4, 8, -1) for x in enc.grid_cells(scene))
+    cells_m, pos_m = (x.view(B, L, 4, 8, -1) for x in enc.grid_cells(scene.flip(-1)))
+    torch.testing.assert_close(cells_m.flip(3), cells, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pos_m.flip(3)[..., 0], 1 - pos[..., 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(pos_m.flip(3)[..., 1], pos[..., 1], rtol=0, atol=1e-6)
+    if pool == "attention":  # each centroid stays inside its own bin and is not just the bin's centre
+        h, w = size[0] // factor, size[1] // factor
+        lo = torch.div(torch.arange(8) * w, 8, rounding_mode="floor") / w
+        hi = torch.div((torch.arange(8) + 1) * w + 7, 8, rounding_mode="floor") / w
+        assert torch.all(pos[..., 0] >= lo - 1e-6) and torch.all(pos[..., 0] <= hi + 1e-6)
+        assert (pos[..., 0] - pos[..., 0].mean((0, 1))).abs().amax() > 1e-3
+    else:
+        torch.testing.assert_close(pos[0, 0], enc.cell_centres.view(4, 8, 2))
+
+
+def test_attention_pooling_starts_as_the_mean():
+    enc = _encoder()
+    att = VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES["cnn"], tokens="grid",
+                        grid=(4, 8), grid_pool="attention").eval()
+    att.load_state_dict({**enc.state_dict(), **{k: v for k, v in att.state_dict().items() if k.startswith("cell_score")}})
+    scene = torch.rand(1, L, 3, 64, 128, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(att.grid_cells(scene)[0], enc.grid_cells(scene)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_each_cell_sees_its_own_part_of_the_frame():
     enc = _pixel_features(_encoder(grid=(4, 8)), 8)
     scene = torch.rand(1, L, 3, 64, 128, generator=torch.Generator().manual_seed(4))

@@ -53,6 +53,7 @@ from torch import nn
 from .blocks import group_norm
 
 BACKBONES = ("cnn", "resnet18", "clip")
+GRID_POOLS = ("mean", "attention")
 # Recommended hub ids (pass them as ``pretrained``; a local folder made by save_pretrained works too).
 DEFAULT_PRETRAINED = {"resnet18": "microsoft/resnet-18", "clip": "openai/clip-vit-base-patch32"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -131,6 +132,7 @@ class VisualEncoder(nn.Module):
         dropout: dropout in the token MLP.
         tokens: ``boxes`` | ``grid`` | ``both`` (module docstring).
         grid: ``(GY, GX)`` cells of the grid tokens (required with ``grid`` / ``both``).
+        grid_pool: ``mean`` | ``attention``: how a cell pools its part of the map (:meth:`grid_cells`).
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class VisualEncoder(nn.Module):
         dropout: float = 0.0,
         tokens: str = "boxes",
         grid: tuple[int, int] | None = None,
+        grid_pool: str = "mean",
     ) -> None:
         super().__init__()
         from DiffBinaural.dataset.frames import token_parts
@@ -174,7 +177,11 @@ class VisualEncoder(nn.Module):
             freeze_backbone=self.freeze_backbone,
             tokens=tokens,
             grid=None if self.grid is None else list(self.grid),
+            grid_pool=grid_pool,
         )
+        if grid_pool not in GRID_POOLS:
+            raise ValueError(f"unknown grid_pool {grid_pool!r}; choose from {GRID_POOLS}")
+        self.grid_pool = grid_pool
 
         self.backbone, feat_dim, default_size = self._build_backbone(backbone, pretrained, backbone_config)
         self.image_size = image_size if image_size is not None else default_size
@@ -194,6 +201,10 @@ class VisualEncoder(nn.Module):
             iy, ix = torch.meshgrid(torch.arange(gy), torch.arange(gx), indexing="ij")
             centres = torch.stack([(ix + 0.5) / gx, (iy + 0.5) / gy], dim=-1).reshape(-1, 2)
             self.register_buffer("cell_centres", centres.float(), persistent=False)  # (GY·GX, 2), row-major
+        if self.use_grid and grid_pool == "attention":
+            self.cell_score = nn.Conv2d(feat_dim, 1, 1)
+            nn.init.zeros_(self.cell_score.weight)
+            nn.init.zeros_(self.cell_score.bias)
         if tokens == "both":
             self.type_embed = nn.Embedding(2, dim)  # 0 = grid cell, 1 = box
             nn.init.normal_(self.type_embed.weight, std=0.02)
@@ -303,19 +314,41 @@ class VisualEncoder(nn.Module):
             tokens = tokens + self.type_embed.weight[kind]
         return self.out_norm(tokens + self.mlp(tokens))
 
-    def grid_tokens(self, scene: torch.Tensor) -> torch.Tensor:
-        """(B, L, 3, H, W) whole frames -> (B, L, GY·GX, dim) cell tokens, cells row-major.
+    def grid_cells(self, scene: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, 3, H, W) whole frames -> cell features (B, L, GY·GX, feat_dim) and cell positions
+        (B, L, GY·GX, 2) in [0, 1], cells row-major.
 
-        The cells are :func:`torch.nn.functional.adaptive_avg_pool2d` bins of the feature map, whose
-        bounds are left-right symmetric (bin j spans ``[floor(j w / GX), ceil((j + 1) w / GX))``), so a
-        mirrored map gives the mirrored cells at any map width.
+        The cells are the bins of :func:`torch.nn.functional.adaptive_avg_pool2d` over the feature map
+        (bin j spans ``[floor(j w / GX), ceil((j + 1) w / GX))``: left-right symmetric, so a mirrored
+        map gives the mirrored cells at any map width). ``grid_pool="mean"`` averages each bin and
+        places the token at the cell centre; ``"attention"`` weights each bin's positions by a
+        softmax of a learned score (a 1x1 conv) and places the token at that weighted centroid, so a
+        cell says *where* inside it its content is (initialised to the plain mean: the score starts at 0).
         """
         b, n_frames = scene.shape[:2]
         fmap = self.feature_map(scene.flatten(0, 1))  # (B·L, C, h, w)
-        cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B·L, G, C)
-        feats = self.feat_proj(cells.to(self.feat_proj.weight.dtype)).view(b, n_frames, -1, self.dim)
-        pos = self.pos_proj(fourier_features(self.cell_centres, self.num_pos_freqs))  # (G, dim)
-        return self._finish(feats, pos, kind=0)
+        fmap = fmap.to(self.feat_proj.weight.dtype)
+        if self.grid_pool == "mean":
+            cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B·L, G, C)
+            pos = self.cell_centres.expand(fmap.shape[0], -1, -1)
+        else:
+            h, w = fmap.shape[-2:]
+            rows, cols = _bins(h, self.grid[0], fmap), _bins(w, self.grid[1], fmap)  # (GY, h), (GX, w)
+            score = self.cell_score(fmap)[:, 0]  # (B·L, h, w)
+            weight = torch.exp(score - score.amax(dim=(1, 2), keepdim=True))
+            den = torch.einsum("iy,jx,nyx->nij", rows, cols, weight)
+            cells = torch.einsum("iy,jx,nyx,ncyx->nijc", rows, cols, weight, fmap) / den[..., None]
+            ys, xs = ((torch.arange(n, device=fmap.device, dtype=fmap.dtype) + 0.5) / n for n in (h, w))
+            cx = torch.einsum("iy,jx,nyx,x->nij", rows, cols, weight, xs) / den
+            cy = torch.einsum("iy,jx,nyx,y->nij", rows, cols, weight, ys) / den
+            cells, pos = cells.flatten(1, 2), torch.stack([cx, cy], dim=-1).flatten(1, 2)
+        return cells.view(b, n_frames, *cells.shape[1:]), pos.reshape(b, n_frames, -1, 2)
+
+    def grid_tokens(self, scene: torch.Tensor) -> torch.Tensor:
+        """(B, L, 3, H, W) whole frames -> (B, L, GY·GX, dim) cell tokens (:meth:`grid_cells`)."""
+        cells, positions = self.grid_cells(scene)
+        pos = self.pos_proj(fourier_features(positions, self.num_pos_freqs))
+        return self._finish(self.feat_proj(cells), pos, kind=0)
 
     def box_tokens(
         self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
@@ -391,4 +424,13 @@ class VisualEncoder(nn.Module):
             raise TypeError(f"mask must be bool (True = invalid), got {mask.dtype}")
 
 
-__all__ = ["BACKBONES", "DEFAULT_PRETRAINED", "SmallCNN", "VisualEncoder", "fourier_features"]
+def _bins(size: int, cells: int, like: torch.Tensor) -> torch.Tensor:
+    """(cells, size) 0/1 membership of adaptive pooling's bins: bin j holds ``[floor(j size / cells),
+    ceil((j + 1) size / cells))`` (the bins :func:`torch.nn.functional.adaptive_avg_pool2d` averages)."""
+    j = torch.arange(cells, device=like.device)
+    start, stop = (j * size) // cells, ((j + 1) * size + cells - 1) // cells
+    x = torch.arange(size, device=like.device)
+    return ((x >= start[:, None]) & (x < stop[:, None])).to(like.dtype)
+
+
+__all__ = ["BACKBONES", "GRID_POOLS", "DEFAULT_PRETRAINED", "SmallCNN", "VisualEncoder", "fourier_features"]
