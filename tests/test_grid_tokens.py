@@ -127,7 +127,7 @@ def test_mirrored_cells_hold_the_mirrored_features_at_mirrored_positions(size, f
     torch.testing.assert_close(pos_m.flip(3)[..., 0], 1 - pos[..., 0], rtol=0, atol=1e-6)
     torch.testing.assert_close(pos_m.flip(3)[..., 1], pos[..., 1], rtol=0, atol=1e-6)
     if pool == "attention":  # each centroid stays inside its own bin and is not just the bin's centre
-        h, w = size[0] // factor, size[1] // factor
+        w = size[1] // factor
         lo = torch.div(torch.arange(8) * w, 8, rounding_mode="floor") / w
         hi = torch.div((torch.arange(8) + 1) * w + 7, 8, rounding_mode="floor") / w
         assert torch.all(pos[..., 0] >= lo - 1e-6) and torch.all(pos[..., 0] <= hi + 1e-6)
