@@ -144,7 +144,7 @@ def test_binauralize_with_png_frames_and_detector_boxes(fairplay, tmp_path):
                     "--report", tmp_path / f"report_{clip_id}")
         assert f"{boxes}: 2 box(es) clipped to the image, 1 dropped" in proc.stderr  # checked all the same ...
         # ... but a FAIR-Play model reads the whole frame, as a grid of cell tokens
-        assert "trained on whole frames (visual tokens: grid): the boxes are not used" in proc.stderr
+        assert "trained on whole frames: the boxes are not used (visual tokens: grid)" in proc.stderr
         data, out_sr = sf.read(out)
         assert out_sr == 22050 and data.shape == (round(2.0 * 22050), 2)
         # --report: the listening page of this video: input and output players, the frame, the cues

@@ -228,7 +228,7 @@ class Binauralizer:
                                   fps=cfg["fps"], max_sources=cfg["max_sources"], video=video,
                                   frames_dir=frames_dir, detections=detections, slack_s=slack_s)
         if boxes is not None and self.expects_boxes is False:  # checked above, but not what this model reads
-            log.warning("%s was trained on whole frames (visual tokens: %s): the boxes are not used", self.run_dir,
+            log.warning("%s was trained on whole frames: the boxes are not used (visual tokens: %s)", self.run_dir,
                         self.cfg.get("visual_tokens") or "boxes")
             return ClipFrames(clip.frames_dir, clip.ext, clip.num_images, {}, clip.size)
         if isinstance(boxes, str) and boxes == "auto":

@@ -274,6 +274,8 @@ def load_model_config(path: str) -> dict:
         raise BadInputError(path, f"unknown config key(s): {', '.join(unknown)}")
     if missing:
         raise BadInputError(path, f"missing config key(s): {', '.join(missing)}")
+    # a config written without the trainer's resolution (model_config alone) builds box tokens
+    cfg["visual_tokens"] = cfg["visual_tokens"] or "boxes"
     return cfg
 
 
