@@ -157,23 +157,40 @@ def spatialize(
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(az))):
         raise BadInputError(None, "spatialize: signal or azimuth contains NaN or inf")
 
+    n_fft = 2 * block  # zero padding leaves room for delay and the shadow filter's (fast) decay
+    if az.ndim == 0:
+        fixed = ear_responses(az, sr, n_fft)[None]
+        return block_filter(x, lambda index: fixed, block=block, n_fft=n_fft)
     hop = block // 2
+    return block_filter(x, lambda index: ear_responses(az[np.minimum(index * hop, n - 1)], sr, n_fft),
+                        block=block, n_fft=n_fft)
+
+
+def block_filter(x: np.ndarray, responses, *, block: int, n_fft: int, chunk: int = 32) -> np.ndarray:
+    """Filter ``(S,)`` → ``(2, S)`` with a response that changes from block to block (overlap-add).
+
+    Hann-windowed blocks of ``block`` samples at 50 % overlap (the windows sum to one); block ``b`` is
+    centred on sample ``b · block / 2``, is filtered in the frequency domain with ``responses(index)``
+    (``index`` a chunk of block numbers → ``(len(index) or 1, 2, n_fft // 2 + 1)``, one row broadcast to
+    all) and overlap-added. ``n_fft`` must leave room for the response's length after the block.
+    """
+    hop, n = block // 2, x.size
     n_blocks = -(-n // hop) + 1
     padded = np.zeros((n_blocks + 1) * hop)
     padded[hop : hop + n] = x  # sample i sits at padded[hop + i]: covered by two blocks everywhere
     frames = np.lib.stride_tricks.sliding_window_view(padded, block)[::hop][:n_blocks]  # (B, block)
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(block) / block)  # periodic Hann: sums to 1 at hop
-    n_fft = 2 * block  # zero padding leaves room for delay and the shadow filter's (fast) decay
-    spec = scipy.fft.rfft((frames * window).astype(np.float32), n=n_fft)  # (B, F) complex64
-    # Block b is centred on original sample b * hop.
-    az_blocks = az[np.minimum(np.arange(n_blocks) * hop, n - 1)] if az.ndim else np.full(n_blocks, az)
-    response = ear_responses(az, sr, n_fft)[None] if az.ndim == 0 else ear_responses(az_blocks, sr, n_fft)
-    out_blocks = scipy.fft.irfft(spec[:, None, :] * response, n=n_fft)  # (B, 2, n_fft) float32
-    # Overlap-add: block b's chunk j (hop samples each) lands at chunk b + j of the padded output.
-    chunks = out_blocks.reshape(n_blocks, 2, n_fft // hop, hop)
-    acc = np.zeros((2, n_blocks + n_fft // hop, hop))  # float64 accumulation
-    for j in range(n_fft // hop):
-        acc[:, j : j + n_blocks] += chunks[:, :, j].transpose(1, 0, 2)
+    n_chunks = -(-n_fft // hop)
+    acc = np.zeros((2, n_blocks + n_chunks, hop))  # float64 accumulation
+    for start in range(0, n_blocks, chunk):
+        index = np.arange(start, min(start + chunk, n_blocks))
+        spec = scipy.fft.rfft((frames[index] * window).astype(np.float32), n=n_fft)  # (b, F) complex64
+        out = scipy.fft.irfft(spec[:, None, :] * responses(index), n=n_fft)  # (b, 2, n_fft) float32
+        out = np.pad(out, ((0, 0), (0, 0), (0, n_chunks * hop - n_fft)))
+        # Overlap-add: block b's chunk j (hop samples each) lands at chunk b + j of the padded output.
+        chunks = out.reshape(len(index), 2, n_chunks, hop)
+        for j in range(n_chunks):
+            acc[:, start + j : start + j + len(index)] += chunks[:, :, j].transpose(1, 0, 2)
     return acc.reshape(2, -1)[:, hop : hop + n]
 
 

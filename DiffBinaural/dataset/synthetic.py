@@ -43,21 +43,14 @@ from PIL import Image, ImageDraw
 
 from binaural_core.audio import BadInputError, cli_main, load_wav, mono_from_binaural, save_wav
 from binaural_core.extras import need
-from DiffBinaural.dataset import layout, spatial
+from DiffBinaural.dataset import heads, layout, pictures, scenes, spatial
 from DiffBinaural.dataset.instruments import synthesize
 
 SAMPLE_RATE = 22050
 FAIRPLAY_SR = 16000
 META_FILE = "synthetic_meta.json"
 FORMATS = ("realbinaural", "fairplay")
-# type -> (shape, RGB). Saturated colours; the backgrounds are desaturated so the shapes stand out.
-SOURCE_TYPES = {
-    "tone": ("circle", (225, 35, 35)),
-    "pluck": ("triangle", (35, 190, 60)),
-    "noise": ("square", (35, 85, 230)),
-    "chirp": ("diamond", (245, 215, 25)),
-    "voice": ("ellipse", (205, 45, 215)),
-}
+SOURCE_TYPES = scenes.SYNTH_LOOKS  # type -> (shape, RGB) of the synthetic sources
 FAKE_FAIRPLAY_ROOT = "/private/home/someone/datasets/BINAURAL_MUSIC_ROOM/binaural16k"
 
 
@@ -81,19 +74,17 @@ def azimuth_at(motion: dict, t: np.ndarray) -> np.ndarray:
     return np.deg2rad(deg)
 
 
-def source_radius_px(distance_m: float, height: int) -> int:
-    """Half-size in pixels of a source's shape: inversely proportional to its distance."""
-    return max(3, int(round(0.16 * height / distance_m)))
-
-
 def random_clip_spec(rng: np.random.Generator, cfg: SynthConfig) -> list[dict]:
-    """Random sources of one clip: distinct types, azimuths that keep every whole shape inside the frame."""
+    """Random sources of one clip: distinct types, azimuths that keep every whole shape inside the frame.
+
+    The last ``silent`` ones (``--max_silent``) are only seen: drawn and detected, never heard."""
     width, height = cfg.image_size
     count = int(rng.integers(cfg.min_sources, cfg.max_sources + 1))
-    sources, taken = [], []
-    for kind in rng.choice(sorted(SOURCE_TYPES), size=count, replace=False):
+    silent = int(rng.integers(0, cfg.max_silent + 1)) if cfg.max_silent else 0  # no draw: same clips as before
+    types, sources, taken = scenes.looks(cfg.sources), [], []
+    for kind in rng.choice(sorted(types), size=count + silent, replace=False):
         distance = float(rng.uniform(1.0, 3.0))
-        r = source_radius_px(distance, height)
+        r = pictures.source_radius_px(distance, height)
         lim = math.degrees(float(spatial.x_to_azimuth(width - 2 - r, width, cfg.fov_deg)))  # |az| range
         u = rng.random()  # < moving_prob / 2: linear sweep; < moving_prob: oscillation; else static
         if u < cfg.moving_prob / 2:
@@ -114,7 +105,7 @@ def random_clip_spec(rng: np.random.Generator, cfg: SynthConfig) -> list[dict]:
                     break
             taken.append(az)
             motion = dict(kind="static", azimuth_deg=az)
-        shape, color = SOURCE_TYPES[str(kind)]
+        shape, color = types[str(kind)]
         gain, y = float(rng.uniform(0.6, 1.0) / distance), int(rng.integers(r + 1, height - 1 - r))
         motion = {key: (float(v) if isinstance(v, np.floating) else v) for key, v in motion.items()}
         sources.append(
@@ -123,44 +114,9 @@ def random_clip_spec(rng: np.random.Generator, cfg: SynthConfig) -> list[dict]:
             )
         )
         sources[-1].update(radius_px=r, y=y)  # drawing only
+        if len(sources) > count:
+            sources[-1]["silent"] = True
     return sources
-
-
-# --- pictures -----------------------------------------------------------------------------------
-
-
-def _background(rng, width, height):
-    """Desaturated two-colour gradient (random direction) with a horizon band and pixel noise: (H, W, 3)."""
-    grey = rng.uniform(60, 180, size=(2, 1))
-    c0, c1 = grey + rng.uniform(-18, 18, size=(2, 3))
-    angle = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:height, 0:width]
-    u = (np.cos(angle) * xx / width + np.sin(angle) * yy / height + 1.0) / 2.0
-    img = c0 + (c1 - c0) * u[..., None]
-    img[int(rng.uniform(0.4, 0.8) * height) :] *= rng.uniform(0.7, 0.9)  # "floor"
-    img += rng.normal(0, 5, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def source_box(src: dict, azimuth_rad: float, width: int, fov_deg: float) -> tuple[int, int, int, int]:
-    """Integer pixel box ``(x1, y1, x2, y2)`` (inclusive) of a source drawn at ``azimuth_rad``."""
-    r = src["radius_px"]
-    cx = int(round(float(spatial.azimuth_to_x(azimuth_rad, width, fov_deg))))
-    half_w = max(2, int(round(0.7 * r))) if src["shape"] == "ellipse" else r
-    return cx - half_w, src["y"] - r, cx + half_w, src["y"] + r
-
-
-def _draw(draw: ImageDraw.ImageDraw, shape: str, box, color) -> None:
-    x1, y1, x2, y2 = box
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    if shape in ("circle", "ellipse"):
-        draw.ellipse(box, fill=color)
-    elif shape == "square":
-        draw.rectangle(box, fill=color)
-    elif shape == "triangle":
-        draw.polygon([(cx, y1), (x2, y2), (x1, y2)], fill=color)
-    else:  # diamond
-        draw.polygon([(cx, y1), (x2, cy), (cx, y2), (x1, cy)], fill=color)
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -190,12 +146,22 @@ class SynthConfig:
     max_sources: int = 3
     moving_prob: float = 0.5
     frame_ext: str | None = None  # .jpg / .jpeg / .png; None: each layout's own (.jpg RealBinaural, .png FAIR-Play)
+    # the realistic mode (DiffBinaural.dataset.scenes); the defaults are the original mode
+    sources: str = "synthetic"  # synthetic | soundfont
+    room: str = "diffuse"  # diffuse (the light tail, --reverb) | image_source
+    hrtf: tuple[str, ...] = (heads.SPHERICAL,)  # "spherical" or SOFA files (one drawn per clip)
+    soundfont: str | None = None  # a General-MIDI .sf2; None: the one installed (fluid-soundfont-gm)
+    rt60: tuple[float, float] = (0.3, 0.9)  # image_source rooms: RT60 range in seconds
+    max_silent: int = 0  # objects in view that do not sound: 0 .. max_silent per clip
 
     def __post_init__(self) -> None:
         self.image_size = tuple(int(v) for v in self.image_size)
+        self.rt60 = tuple(float(v) for v in self.rt60)
+        self.hrtf = tuple(v if v == heads.SPHERICAL else os.path.abspath(v) for v in self.hrtf)
         self.split_fractions = tuple(float(v) for v in self.split_fractions)
         self.seconds, self.fps, self.fov_deg = float(self.seconds), float(self.fps), float(self.fov_deg)
-        n_types, (w_h, fr), sr = len(SOURCE_TYPES), (self.image_size, self.split_fractions), self.fairplay_sr
+        scenes.check(self)
+        n_types, (w_h, fr), sr = len(scenes.looks(self.sources)), (self.image_size, self.split_fractions), self.fairplay_sr
         lo, hi = self.min_sources, self.max_sources
         _require(self.fmt in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
         _require(self.num_clips >= 1, f"--num_clips must be >= 1, got {self.num_clips}")
@@ -211,6 +177,8 @@ class SynthConfig:
         _require(
             1 <= lo <= hi <= n_types, f"need 1 <= --min_sources <= --max_sources <= {n_types}, got {lo}, {hi}"
         )
+        _require(0 <= self.max_silent <= n_types - hi,
+                 f"need 0 <= --max_silent <= {n_types - hi} ({n_types} {self.sources} types, --max_sources {hi})")
         _require(0.0 <= self.moving_prob <= 1.0, f"--moving_prob must be in [0, 1], got {self.moving_prob}")
         if self.frame_ext is None:
             self.frame_ext = ".jpg" if self.fmt == "realbinaural" else ".png"
@@ -232,10 +200,11 @@ class SynthConfig:
 def render_clip(
     sources: list[dict], rng: np.random.Generator, *, num_samples: int, sr: int, reverb: bool
 ) -> tuple[np.ndarray, float]:
-    """Mix the spatialised sources: returns ``((2, num_samples) float64 binaural, reverb wet level)``."""
+    """The original mode's mix (synthetic sources, spherical head, the light tail; silent sources are
+    only drawn): returns ``((2, num_samples) float64 binaural, reverb wet level)``."""
     t = np.arange(num_samples) / sr
     mix, dry = np.zeros((2, num_samples)), np.zeros(num_samples)
-    for src in sources:
+    for src in (s for s in sources if not s.get("silent")):
         x = src["gain"] * synthesize(src["type"], rng, num_samples, sr)
         az = azimuth_at(src["motion"], t)
         mix += spatial.spatialize(x, az if src["motion"]["kind"] != "static" else float(az[0]), sr)
@@ -252,7 +221,14 @@ def _make_clip(cfg: SynthConfig, out: str, index: int) -> tuple[list[list], dict
     name, (width, height), sr = cfg.clip_name(index), cfg.image_size, cfg.sample_rate
     sources = random_clip_spec(rng, cfg)
     n = int(round(cfg.seconds * sr))
-    binaural, wet = render_clip(sources, rng, num_samples=n, sr=sr, reverb=cfg.reverb)
+    num_frames = math.ceil(n / sr * cfg.fps - 1e-9)
+    times = np.array([layout.frame_time(i, cfg.fps) for i in range(1, num_frames + 1)])
+    if scenes.is_original(cfg):
+        binaural, wet = render_clip(sources, rng, num_samples=n, sr=sr, reverb=cfg.reverb)
+        clip_meta, extra, score = {"reverb_wet": round(wet, 6)}, [{} for _ in sources], None
+    else:
+        binaural, clip_meta, extra, score = scenes.render_scene(sources, rng, cfg, num_samples=n, sr=sr,
+                                                                frame_times=times)
     peak = float(rng.uniform(0.5, 0.9))
     binaural *= peak / (np.abs(binaural).max() + 1e-12)
 
@@ -262,10 +238,10 @@ def _make_clip(cfg: SynthConfig, out: str, index: int) -> tuple[list[list], dict
     if rb and cfg.mono:  # the down-mix of what was actually written (16-bit)
         written = load_wav(paths["binaural"], sampling_rate=sr, channels=2)
         save_wav(paths["mono"], mono_from_binaural(written), sr)
+    if score is not None:
+        scenes.write_score(out, name, score)
 
-    num_frames = math.ceil(n / sr * cfg.fps - 1e-9)
-    times = np.array([layout.frame_time(i, cfg.fps) for i in range(1, num_frames + 1)])
-    background = Image.fromarray(_background(rng, width, height))
+    background = Image.fromarray(pictures.background(rng, width, height))
     azimuths = [azimuth_at(src["motion"], times) for src in sources]  # (F,) each
     order = np.argsort([-s["distance_m"] for s in sources])  # far first: near shapes occlude
     rows, boxes = [], [[] for _ in sources]
@@ -274,22 +250,24 @@ def _make_clip(cfg: SynthConfig, out: str, index: int) -> tuple[list[list], dict
         frame = background.copy()
         draw = ImageDraw.Draw(frame)
         for k in order:
-            box = source_box(sources[k], float(azimuths[k][f]), width, cfg.fov_deg)
-            _draw(draw, sources[k]["shape"], box, tuple(sources[k]["color"]))
+            box = pictures.source_box(sources[k], float(azimuths[k][f]), width, cfg.fov_deg)
+            pictures.draw(draw, sources[k], box)
             boxes[k].append(list(box))
         rows.extend([name, f + 1, *src_boxes[f], 1.0] for src_boxes in boxes)
         path = layout.frame_path(paths["frames"], f + 1, cfg.frame_ext)
         frame.save(path, **({} if cfg.frame_ext == ".png" else {"quality": 92}))
 
-    meta = {"num_samples": n, "num_frames": num_frames, "peak": round(peak, 6), "reverb_wet": round(wet, 6)}
+    meta = {"num_samples": n, "num_frames": num_frames, "peak": round(peak, 6), **clip_meta}
     meta["sources"] = [
         {
             **{key: src[key] for key in ("type", "shape", "color", "distance_m", "gain", "motion")},
             "azimuth_deg": np.round(np.rad2deg(az), 4).tolist(),
             "itd_ms": np.round(spatial.woodworth_itd(az) * 1e3, 5).tolist(),
             "boxes": src_boxes,
+            **({"silent": True} if src.get("silent") else {}),
+            **more,  # the realistic mode's: elevation, the head's own ITDs, instrument, position in the room
         }
-        for src, az, src_boxes in zip(sources, azimuths, boxes)
+        for src, az, src_boxes, more in zip(sources, azimuths, boxes, extra)
     ]
     return (rows if rb else []), meta
 
@@ -327,7 +305,7 @@ def _prepare_out(out: str, overwrite: bool) -> None:
             os.path.dirname(layout.RB_DETECTIONS),
             layout.RB_SPLITS_DIR,
         )
-        for sub in (*rb_dirs, layout.FP_AUDIO_DIR, layout.FP_FRAMES_DIR, layout.FP_SPLITS_DIR):
+        for sub in (*rb_dirs, layout.FP_AUDIO_DIR, layout.FP_FRAMES_DIR, layout.FP_SPLITS_DIR, scenes.MIDI_DIR):
             shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
         os.remove(os.path.join(out, META_FILE))
     os.makedirs(out, exist_ok=True)
@@ -365,6 +343,12 @@ def generate_dataset(
     max_sources: int = 3,
     moving_prob: float = 0.5,
     frame_ext: str | None = None,
+    sources: str = "synthetic",
+    room: str = "diffuse",
+    hrtf: tuple[str, ...] = (heads.SPHERICAL,),
+    soundfont: str | None = None,
+    rt60: tuple[float, float] = (0.3, 0.9),
+    max_silent: int = 0,
     workers: int = 1,
     overwrite: bool = False,
 ) -> dict:
@@ -372,7 +356,9 @@ def generate_dataset(
 
     Deterministic for ``seed``: clip ``k`` (0-based) uses ``np.random.default_rng([seed, k])`` and is
     named ``synth_{k+1:06d}`` (RealBinaural) or ``{k+1:06d}`` (FAIR-Play). ``workers > 1`` (0 = all
-    cores) generates clips in that many spawned processes, with the same bytes. ``overwrite`` replaces
+    cores) generates clips in that many spawned processes, with the same bytes. ``sources``, ``room``,
+    ``hrtf``, ``soundfont``, ``rt60`` and ``max_silent`` choose the realistic mode
+    (:mod:`DiffBinaural.dataset.scenes`); their defaults give the original scenes, clip for clip. ``overwrite`` replaces
     an earlier synthetic dataset in ``out``; any other non-empty directory is refused.
 
     Returns ``{"out", "format", "names", "splits", "sample_rate", "num_frames" (total), "seconds_elapsed"}``.
@@ -448,6 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--moving_prob", type=float, default=0.5, help="probability that a source moves")
     add("--frame_ext", choices=layout.FRAME_EXTS, default=None,
         help="frame image format (default: .jpg for realbinaural, .png for fairplay, as its authors extract them)")
+    add("--sources", choices=scenes.SOURCE_KINDS, default="synthetic",
+        help="synthetic instruments, or recorded ones: generated parts played from a General-MIDI soundfont")
+    add("--room", choices=scenes.ROOMS, default="diffuse",
+        help="diffuse: the light tail (--reverb); image_source: a shoebox room per clip, early reflections + tail")
+    add("--hrtf", nargs="+", default=[heads.SPHERICAL], metavar="SOFA",
+        help="'spherical', or SOFA files of measured heads (with several, each clip draws one)")
+    add("--soundfont", default=None, metavar="SF2", help="General-MIDI soundfont (default: the installed FluidR3_GM)")
+    add("--rt60", type=float, nargs=2, default=(0.3, 0.9), metavar=("LOW", "HIGH"),
+        help="RT60 range of the image_source rooms, seconds")
+    add("--max_silent", type=int, default=0, help="objects in view that do not sound: 0 .. N per clip")
     add("--workers", type=int, default=0, help="processes (0 = all CPU cores)")
     add("--overwrite", action=switch, default=False, help="replace a synthetic dataset already in --out")
     return p
@@ -456,10 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = vars(build_parser().parse_args(argv))
     summary = generate_dataset(args.pop("out"), **args)
-    print(
-        f"wrote {len(summary['names'])} {summary['format']} clips ({summary['num_frames']} frames) "
-        f"to {summary['out']} in {summary['seconds_elapsed']:.1f} s"
-    )
+    n, elapsed = len(summary["names"]), summary["seconds_elapsed"]
+    print(f"wrote {n} {summary['format']} clips ({summary['num_frames']} frames) to {summary['out']} "
+          f"in {elapsed:.1f} s ({n / elapsed:.2f} clips/s)")
     return summary
 
 
