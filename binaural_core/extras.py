@@ -23,6 +23,9 @@ EXTRAS = {
     "tensorboard": ("tensorboard", "train"),
     "nnAudio": ("nnAudio", "train"),
     "h5py": ("h5py", "fairplay"),
+    "pyroomacoustics": ("pyroomacoustics", "scenes"),
+    "fluidsynth": ("pyfluidsynth", "scenes"),
+    "pretty_midi": ("pretty_midi", "scenes"),
 }
 
 

@@ -25,8 +25,15 @@ AXD database (Imperial College London, CC BY-SA 3.0).
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import math
 import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
 from fractions import Fraction
 from functools import lru_cache
 
@@ -41,6 +48,17 @@ from . import spatial
 
 SOFA_CONVENTIONS = ("SimpleFreeFieldHRIR", "FreeFieldHRIR")
 SPHERICAL = "spherical"
+HRTF_DIR = os.path.join("data", "hrtf")  # where ``make hrtf`` puts the measured heads
+KEMAR_DEBIAN = "/usr/share/libmysofa/MIT_KEMAR_normal_pinna.sofa"  # Debian/Ubuntu package libmysofa1
+# Two human subjects of the AXD HRTF database (Imperial College London, CC BY-SA 3.0), shipped as the
+# example files of the spatialaudiometrics sdist on PyPI: name -> (path in the sdist, sha256).
+AXD_SDIST = "spatialaudiometrics==0.1.2"
+AXD_FILES = {
+    "axd_a.sofa": ("spatialaudiometrics/example_sofa_1.sofa",
+                   "414f9300bbf13c59dfb2d4034d3003ae151b10d6fa8b6ca17a24a04f1b20946e"),
+    "axd_b.sofa": ("spatialaudiometrics/example_sofa_2.sofa",
+                   "dff96d330c7988c92173298a28053b725a9a004c2f8e49d60d8ad04ac7b58d70"),
+}
 DIFFUSE_N_FFT = 1024
 
 
@@ -214,3 +232,69 @@ def interaural(head: Head, azimuth_rad: float, elevation_rad: float = 0.0, *, n_
     lag = int(np.argmax(np.abs(xc))) - (n_fft - 1)
     ild = 10 * np.log10((h[RIGHT] ** 2).sum() / (h[LEFT] ** 2).sum())
     return lag / head.sr, float(ild)
+
+
+def installed_heads(root: str = HRTF_DIR) -> dict[str, str]:
+    """The measured heads found on this machine: ``{name: path}`` (``make hrtf``'s folder, then Debian's KEMAR)."""
+    found = {os.path.splitext(f)[0]: os.path.join(root, f) for f in sorted(os.listdir(root))
+             if f.endswith(".sofa")} if os.path.isdir(root) else {}
+    if "kemar" not in found and os.path.isfile(KEMAR_DEBIAN):
+        found["kemar"] = KEMAR_DEBIAN
+    return found
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def fetch(dest: str = HRTF_DIR) -> dict[str, str]:
+    """Put the measured heads in ``dest``: ``kemar.sofa`` (copied from Debian's libmysofa1 when it is
+    installed) and the two AXD subjects ``axd_a.sofa`` / ``axd_b.sofa`` (from the sdist on PyPI, checked
+    against their sha256). Returns ``{file: "ok" | why not}``; what is already there is kept."""
+    os.makedirs(dest, exist_ok=True)
+    status = {}
+    kemar = os.path.join(dest, "kemar.sofa")
+    if not os.path.isfile(kemar) and os.path.isfile(KEMAR_DEBIAN):
+        shutil.copyfile(KEMAR_DEBIAN, kemar)
+    status["kemar.sofa"] = "ok" if os.path.isfile(kemar) else f"missing: apt install libmysofa1 (gives {KEMAR_DEBIAN})"
+    wanted = [name for name in AXD_FILES if not os.path.isfile(os.path.join(dest, name))]
+    if wanted:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                   AXD_SDIST, "-d", tmp]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            sdists = [f for f in os.listdir(tmp) if f.endswith(".tar.gz")]
+            if done.returncode or not sdists:
+                for name in wanted:
+                    status[name] = f"pip download {AXD_SDIST} failed: {done.stderr.strip()[-200:]}"
+            else:
+                with tarfile.open(os.path.join(tmp, sdists[0])) as tar:
+                    for name in wanted:
+                        member, digest = AXD_FILES[name]
+                        top = tar.getnames()[0].split("/")[0]
+                        data = tar.extractfile(f"{top}/{member}").read()
+                        if hashlib.sha256(data).hexdigest() != digest:
+                            status[name] = "sha256 mismatch: not written"
+                            continue
+                        with open(os.path.join(dest, name), "wb") as fh:
+                            fh.write(data)
+    for name, (_, digest) in AXD_FILES.items():
+        path = os.path.join(dest, name)
+        if name not in status:
+            status[name] = "ok" if os.path.isfile(path) and _sha256(path) == digest else "sha256 mismatch"
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Fetch the measured heads (SOFA) the realistic scenes use.")
+    p.add_argument("--dest", default=HRTF_DIR)
+    args = p.parse_args(argv)
+    status = fetch(args.dest)
+    for name, state in status.items():
+        print(f"{os.path.join(args.dest, name)}: {state}")
+    return 0 if all(v == "ok" for v in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -103,12 +103,12 @@ class Room:
 
 
 def draw_room(rng: np.random.Generator, *, rt60: tuple[float, float] = (0.3, 0.9), max_order: int = 3) -> Room:
-    """A random music room: 4–10 × 3.5–8 × 2.6–4 m, an RT60 drawn in ``rt60`` (absorption from Sabine's
-    formula, pyroomacoustics' ``inverse_sabine``), the listener in the back third at ear height."""
-    pra = need("pyroomacoustics", "image-source rooms (--room image_source)")
+    """A random music room: 4–10 × 3.5–8 × 2.6–4 m, an RT60 drawn in ``rt60`` (the absorption that gives it
+    by Eyring's formula, :meth:`Room.rt60`'s inverse), the listener in the back third at ear height."""
     size = (float(rng.uniform(4.0, 10.0)), float(rng.uniform(3.5, 8.0)), float(rng.uniform(2.6, 4.0)))
     target = float(rng.uniform(*rt60))
-    absorption = float(np.clip(pra.inverse_sabine(target, list(size))[0], 0.02, 0.95))
+    volume, surface = float(np.prod(size)), 2 * (size[0] * size[1] + size[0] * size[2] + size[1] * size[2])
+    absorption = float(np.clip(1.0 - math.exp(-0.161 * volume / (surface * target)), 0.01, 0.95))
     listener = (float(rng.uniform(0.6, 0.3 * size[0])), float(rng.uniform(0.4, 0.6) * size[1]),
                 float(rng.uniform(1.1, min(1.7, size[2] - 0.5))))
     return Room(size=size, absorption=absorption, listener=listener, max_order=max_order)
