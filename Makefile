@@ -61,16 +61,19 @@ DEMO_CLIPS ?= 1200
 DEMO_SECONDS ?= 4
 DEMO_SPLIT ?= 0.95 0.025 0.025  # train / val / test: 1140 / 30 / 30 clips of DEMO_CLIPS = 1200
 DEMO_STEPS ?= 1700
+# The demo's scenes: recorded instruments (FluidSynth, General-MIDI soundfont) in image-source rooms, heard by
+# measured heads (make hrtf), silent objects in view. DEMO_SCENES= gives the original synthetic scenes.
+DEMO_SCENES ?= --sources soundfont --room image_source --hrtf data/hrtf/kemar.sofa data/hrtf/axd_a.sofa --max_silent 1
 # Stage 1 samples per test window: 2, and 2 more of the mirrored video (--flip_tta); all of a clip's windows in one batch
 DEMO_SAMPLING := --steps 5 --num_samples 2 --flip_tta --window_batch 24
 SPLITS := --data_root $(D) --ckpt $(DEMO)/ckpt --id stage1 --workers 1
 VOC := --config BigVGAN/configs/bigvgan_tiny.json --audio_dir $(D)/processed/binaural_audios_22050Hz \
 	--batch_size_per_gpu 4 --workers 1 --num_val 2 --segment_size 8192 --summary_interval 25
 
-demo: $(STAMP)
+demo: $(STAMP) $(if $(findstring data/hrtf,$(DEMO_SCENES)),hrtf)
 	@echo "== 1/6 synthetic dataset"
 	$(PY) -m DiffBinaural.dataset.synthetic --out $(D) --num_clips $(DEMO_CLIPS) --seconds $(DEMO_SECONDS) --seed 0 \
-		--split_fractions $(DEMO_SPLIT) --overwrite
+		--split_fractions $(DEMO_SPLIT) $(DEMO_SCENES) --overwrite
 	@echo "== 2/6 Stage 1 training (tiny model, CPU, with interaural phase)"
 	$(PY) DiffBinaural/train_realBinaural.py $(SPLITS) $(TINY1) --list_train $(D)/splits/train.csv \
 		--list_val $(D)/splits/val.csv --batch_size_per_gpu 8 --num_epoch 1000 --max_steps $(DEMO_STEPS) --lr_unet 1e-3 --lr_frame 1e-3 \
@@ -105,7 +108,7 @@ demo: $(STAMP)
 		"renderer on GT mels + phase (ceiling)=$(DEMO)/wav_renderer_gt:$(DEMO)/metrics_renderer_gt.json" \
 		--pred_mels $(DEMO)/mels_pred --gt_mels $(DEMO)/mels_gt --gt_wavs $(D)/processed/binaural_audios_22050Hz \
 		--mono_wavs $(D)/processed/mono_audios_22050Hz --html --frames_root $(D)/processed/frames \
-		--boxes $(D)/action_detection_results/detection_results.csv --command "make demo (DEMO_CLIPS=$(DEMO_CLIPS), DEMO_SECONDS=$(DEMO_SECONDS), DEMO_STEPS=$(DEMO_STEPS)); the steps: make -n demo"
+		--boxes $(D)/action_detection_results/detection_results.csv --command "make demo (DEMO_CLIPS=$(DEMO_CLIPS), DEMO_SECONDS=$(DEMO_SECONDS), DEMO_STEPS=$(DEMO_STEPS), DEMO_SCENES=$(DEMO_SCENES)); the steps: make -n demo"
 
 clean:
 	rm -rf .venv .pytest_cache build *.egg-info

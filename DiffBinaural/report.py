@@ -48,6 +48,15 @@ def mel_rmse(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     return lr, diff
 
 
+def static_oracle_diff(gt: np.ndarray) -> float:
+    """L−R RMSE of the **static per-band oracle** on (2, M, T) ln-mels: a predictor that knows each band's
+    median L−R over the clip (from the ground truth) and nothing of how it changes in time. A model below it
+    follows the scene as it moves and as each source sounds; one above it has learned less than a fixed
+    per-clip panning would give."""
+    d = gt[LEFT] - gt[RIGHT]
+    return float(np.sqrt(((d - np.median(d, axis=-1, keepdims=True)) ** 2).mean()))
+
+
 def load_mels(mel_dir: str, split: str, name: str) -> np.ndarray:
     """(2, M, T) left/right ln-mels of one clip of a mel directory."""
     return np.stack([read_npy(path) for path in clip_paths(mel_dir, split, name)[:2]])
@@ -135,7 +144,7 @@ def write_report(args) -> str:
             monos[name] = mono_signal(args, name)
         return monos[name]
 
-    mel_rows = {"model": [], "mono": []}
+    mel_rows = {"model": [], "mono": [], "oracle": []}
     if args.pred_mels and args.gt_mels:
         for name in names:
             gt = load_mels(args.gt_mels, args.split, name)
@@ -143,6 +152,7 @@ def write_report(args) -> str:
             mono = mel_numpy(mono_of(name), cfg)
             mel_rows["model"].append(mel_rmse(pred, gt))
             mel_rows["mono"].append(mel_rmse(np.stack([mono, mono]), gt))
+            mel_rows["oracle"].append(static_oracle_diff(gt))
     shown = names[: max(args.clips, args.html_clips if args.html else 0)]
     # the detection CSV is read once for all stills (a dataset's CSV holds every clip's rows)
     boxes = read_detections(args.boxes) if args.html and args.frames_root and args.boxes else {}
@@ -272,6 +282,8 @@ def summary_lines(systems, docs, names, mel_rows) -> list[str]:
             "| | model | mono-copy baseline | ratio |", "|---|---|---|---|",
             f"| L/R mel distance | {mean['model'][0]:.4f} | {mean['mono'][0]:.4f} | {mean['model'][0] / mean['mono'][0]:.2f} |",
             f"| L−R mel distance | {mean['model'][1]:.4f} | {mean['mono'][1]:.4f} | {mean['model'][1] / mean['mono'][1]:.2f} |",
+            f"| L−R, static per-band oracle (each clip's median L−R per band) | {float(mean['oracle']):.4f} | "
+            f"{mean['mono'][1]:.4f} | {float(mean['oracle']) / mean['mono'][1]:.2f} |",
         ]
     return lines + ["", "## Figures", ""]
 

@@ -31,7 +31,7 @@ from common import machine
 from binaural_core.audio import load_wav, mono_from_binaural
 from binaural_core.mel import MelConfig, mel_numpy, read_json
 from DiffBinaural.dataset import layout
-from DiffBinaural.report import load_mels, mel_rmse
+from DiffBinaural.report import load_mels, mel_rmse, static_oracle_diff
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # make demo's Stage 1 flags (Makefile: step 2/6) and its test sampling (DEMO_SAMPLING)
@@ -59,7 +59,7 @@ def score(pred_dir: str, gt_dir: str, data: str, kind: str) -> dict:
     """Mean test L/R and L−R mel distances of a mel dir and of the mono copy ((L + R) / 2 on both ears)."""
     cfg = MelConfig()
     names = sorted(f[:-4] for f in os.listdir(os.path.join(gt_dir, "left", "test")) if f.endswith(".npy"))
-    rows = {"model": [], "mono": []}
+    rows = {"model": [], "mono": [], "oracle": []}
     for name in names:
         gt, pred = load_mels(gt_dir, "test", name), load_mels(pred_dir, "test", name)
         wav_path = layout.rb_paths(data, name)["binaural"] if kind == "realbinaural" else layout.fp_paths(
@@ -68,10 +68,12 @@ def score(pred_dir: str, gt_dir: str, data: str, kind: str) -> dict:
         mono = mono[:, :gt.shape[-1]]
         rows["model"].append(mel_rmse(pred, gt))
         rows["mono"].append(mel_rmse(np.stack([mono, mono]), gt))
+        rows["oracle"].append(static_oracle_diff(gt))
     mean = {k: np.mean(np.array(v), axis=0) for k, v in rows.items()}
     return {"clips": len(names), "lr": float(mean["model"][0]), "lr_mono": float(mean["mono"][0]),
             "diff": float(mean["model"][1]), "diff_mono": float(mean["mono"][1]),
-            "diff_ratio": float(mean["model"][1] / mean["mono"][1]), "lr_ratio": float(mean["model"][0] / mean["mono"][0])}
+            "diff_ratio": float(mean["model"][1] / mean["mono"][1]), "lr_ratio": float(mean["model"][0] / mean["mono"][0]),
+            "diff_oracle_ratio": float(mean["oracle"] / mean["mono"][1])}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,11 +120,12 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = read_json(done)
         with open(results_path, "w") as f:
             json.dump(results, f, indent=1)
-    print(f"| run | test L−R (× mono copy) | L/R (×) | training |  ({machine()})")
-    print("|---|---|---|---|")
+    print(f"| run | test L−R (× mono copy) | static per-band oracle (×) | L/R (×) | training |  ({machine()})")
+    print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['diff']:.3f} / {r['diff_mono']:.3f} = {r['diff_ratio']:.3f} | {r['lr_ratio']:.3f} | "
-              f"{r['train_min']} min |")
+        oracle = f"{r['diff_oracle_ratio']:.3f}" if "diff_oracle_ratio" in r else "–"
+        print(f"| {name} | {r['diff']:.3f} / {r['diff_mono']:.3f} = {r['diff_ratio']:.3f} | {oracle} | "
+              f"{r['lr_ratio']:.3f} | {r['train_min']} min |")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from binaural_core.audio import BadInputError
+from binaural_core.audio import LEFT, RIGHT, BadInputError
 from binaural_core.mel import MelConfig, mel_spectrogram
 from DiffBinaural.dataset import layout
 from DiffBinaural.dataset.base import _item_seed
@@ -477,3 +477,27 @@ def test_mono_length_mismatch(rb_root):
     with pytest.raises(BadInputError, match="mono has") as err:
         rb(rb_root, "val")
     assert mono in str(err.value)
+
+
+def test_mix_aug_sums_two_clips_and_keeps_both_clips_boxes(rb_root):
+    """--mix_aug: the crop is the item's audio plus another clip's crop, and the partner's boxes follow in
+    slots N..2N-1; without the coin the slots are masked; mix=0 leaves every item as it was."""
+    plain, mixed = rb(rb_root, "train", seed=3), rb(rb_root, "train", seed=3, mix=1.0)
+    a = mixed.names.index("a")
+    item, alone = mixed[a], plain[a]
+    assert item["mask"].shape == (L, 2 * N) and item["frames"].shape[1] == 2 * N
+    # clip "a" (its two boxes in the first half) mixed with clip "b" (no detections: the whole frame, one slot)
+    assert torch.equal(item["mask"][:, :N], alone["mask"]) and torch.equal(plain[plain.names.index("b")]["mask"],
+                                                                          item["mask"][:, N:])
+    assert torch.equal(item["frames"][:, :N], alone["frames"])
+    # the audio is the sum: what "a" alone has, plus "b"'s right-ear 660 Hz tone in the right ear
+    extra = item["binaural_audio"] - alone["binaural_audio"]
+    assert float(extra[RIGHT].abs().max()) > 0.1 and float(extra[LEFT].abs().max()) > 0.05  # b's noise
+    assert torch.allclose(item["mono_audio"] - alone["mono_audio"], extra.mean(dim=0), atol=1e-5)
+    b = mixed.names.index("b")  # b mixed with a: a's boxes land in the second half
+    assert torch.equal((~mixed[b]["mask"]).sum(dim=1), torch.full((L,), 1 + 2))
+    assert all(torch.equal(plain[i]["binaural_mel"], rb(rb_root, "train", seed=3, mix=0.0)[i]["binaural_mel"])
+               for i in range(len(plain)))
+    assert rb(rb_root, "val", mix=1.0)[0]["mask"].shape == (L, N)  # validation is never mixed
+    with pytest.raises(BadInputError, match="box tokens"):
+        rb(rb_root, "train", mix=0.5, visual_tokens="grid")

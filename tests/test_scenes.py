@@ -253,3 +253,19 @@ def test_realistic_mode_refuses_bad_choices(tmp_path):
         synthetic.SynthConfig(max_sources=3, max_silent=3)  # 5 synthetic types
     with pytest.raises(BadInputError, match="soundfont not found"):
         synthetic.SynthConfig(sources="soundfont", soundfont=str(tmp_path / "none.sf2"))
+
+
+def test_static_oracle_knows_the_median_per_band_and_nothing_of_time():
+    from DiffBinaural.report import mel_rmse, static_oracle_diff
+
+    rng = np.random.default_rng(0)
+    mono = rng.normal(size=(80, 50))
+    pan = np.linspace(-2, 2, 80)[:, None]  # a fixed level difference per band
+    still = np.stack([mono + pan / 2, mono - pan / 2])
+    assert static_oracle_diff(still) == pytest.approx(0.0, abs=1e-12)
+    sweep = np.linspace(-1, 1, 50)[None, :]  # the source crosses: L−R changes sign halfway
+    moving = np.stack([mono + sweep / 2, mono - sweep / 2])
+    expected = np.sqrt(((sweep - np.median(sweep)) ** 2).mean())
+    assert static_oracle_diff(moving) == pytest.approx(expected)
+    # the mono copy's L−R error is the L−R itself; the oracle's is below it whenever the pan is fixed
+    assert mel_rmse(np.stack([mono, mono]), still)[1] > static_oracle_diff(still)

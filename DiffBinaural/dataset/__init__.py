@@ -26,6 +26,7 @@ def build_dataset(kind: str, args, *, list_path: str, split: str, whole_clip: bo
         skip_bad=args.skip_bad, flip=split == "train" and getattr(args, "flip_aug", False),
         visual_tokens=getattr(args, "visual_tokens", None) or DEFAULT_TOKENS[kind],
         frame_size=getattr(args, "frame_size", None),
+        mix=getattr(args, "mix_aug", 0.0) if split == "train" and not whole_clip else 0.0,
     )
     if kind == "realbinaural":
         from DiffBinaural.dataset.real_binaural import RealBinauralDataset

@@ -32,7 +32,11 @@ multiple of hop (for inference; batch size 1 since lengths differ). A crop's mel
 sample only where the crop reaches an end, as the whole-clip mel pads), so it equals that slice of the
 whole-clip mel, edge frames included; the audio is the crop itself. The optional train augmentation
 ``flip`` mirrors the images, maps ``cx -> 1 - cx`` and swaps the left/right audio and mels, so the
-picture and the ears stay consistent (the original mirrored the images only).
+picture and the ears stay consistent (the original mirrored the images only). The train augmentation
+``mix`` (a probability) makes a crop the **sum of two clips** (the item's and a partner's crop of the same
+length, each flipped by its own coin) with **both clips' boxes**: ``N = 2 · max_sources`` slots for every
+train item, the partner's in the second half (masked when there is none). Which sound belongs to which
+box can then only be learnt from how each looks and sounds, not from the count of boxes.
 
 Repeats: ``repeats=K`` (``--dup_trainset``, or :meth:`ClipDataset.set_repeats`) lists every clip K times
 per epoch: ``len(dataset) = K * len(clips)`` and item ``i`` is clip ``i % len(clips)``. Crop and flip are
@@ -175,6 +179,7 @@ class ClipDataset(torch.utils.data.Dataset):
         repeats: int = 1,
         visual_tokens: str = "boxes",
         frame_size: tuple[int, int] | None = None,
+        mix: float = 0.0,
     ):
         if split not in layout.SPLITS:
             raise BadInputError(None, f"split must be one of {', '.join(layout.SPLITS)}, got {split!r}")
@@ -199,6 +204,9 @@ class ClipDataset(torch.utils.data.Dataset):
             token_parts(visual_tokens)
         except ValueError as err:
             raise BadInputError(None, str(err)) from None
+        if not 0.0 <= mix <= 1.0 or (mix and visual_tokens != "boxes"):
+            raise BadInputError(None, f"mix must be in [0, 1] and needs box tokens, got {mix} with {visual_tokens}")
+        self.mix = float(mix) if split == "train" else 0.0
         if frame_size is not None and (len(frame_size) != 2 or min(int(v) for v in frame_size) < 1):
             raise BadInputError(None, f"frame_size must be two sides H W >= 1, got {frame_size}")
         self.visual_tokens = visual_tokens
@@ -357,11 +365,16 @@ class ClipDataset(torch.utils.data.Dataset):
         mono, binaural = self.load_audio(index, start, stop, context=context)
         if flip:
             binaural = binaural[[RIGHT, LEFT]]
+        partner = self._partner(index, length, context, generator) if self.mix and generator is not None else None
+        if partner is not None:
+            mono, binaural = mono + partner[3], binaural + partner[4]
         wav = torch.from_numpy(np.concatenate([mono[None], binaural]))  # (3, S + 2 * context): one mel call
         with torch.no_grad():  # one STFT: (3, n_mels, F) mels and the binaural pair's (2, n_mels, F) phase
             mel, phase = mels_and_phase(wav, self.mel_cfg, padded=context > 0)
         wav = wav[:, context : context + length]
         visual = self.visual_inputs(index, start, length, flip=flip)
+        if self.mix and generator is not None:
+            visual = self._add_partner_boxes(visual, partner, length)
         return {
             "name": clip.name,
             "start": start,
@@ -372,6 +385,29 @@ class ClipDataset(torch.utils.data.Dataset):
             "binaural_audio": wav[1:],
             **visual,
         }
+
+    def _partner(self, index: int, length: int, context: int, generator: torch.Generator):
+        """``(item, start, flip, mono, binaural)`` of the clip mixed into a train crop, or None (the coin)."""
+        if len(self.clips) < 2 or not bool(torch.rand((), generator=generator) < self.mix):
+            return None
+        mine = self.clip_index(index)
+        other = int(torch.randint(0, len(self.clips) - 1, (1,), generator=generator))
+        other += other >= mine  # another clip, drawn uniformly
+        start, got = self.crop_span(other, generator)
+        flip = self.flip and bool(torch.rand((), generator=generator) < 0.5)
+        if got != length:
+            return None
+        mono, binaural = self.load_audio(other, start, start + length, context=context)
+        return other, start, flip, mono, binaural[[RIGHT, LEFT]] if flip else binaural
+
+    def _add_partner_boxes(self, visual: dict, partner, length: int) -> dict:
+        """The item's box slots, then the partner's (all masked without one): ``N = 2 · max_sources``."""
+        if partner is None:
+            theirs = {"frames": torch.zeros_like(visual["frames"]), "positions": torch.zeros_like(visual["positions"]),
+                      "mask": torch.ones_like(visual["mask"])}
+        else:
+            theirs = self.visual_inputs(partner[0], partner[1], length, flip=partner[2])
+        return {k: torch.cat([v, theirs[k]], dim=1) for k, v in visual.items()}
 
     def load_audio(
         self, index: int, start: int, stop: int, *, context: int = 0

@@ -32,7 +32,7 @@ class FairPlayDataset(ClipDataset):
         split: ``train`` (random crops), ``val`` or ``test`` (centred crops).
         mel_cfg: the vocoder's mel parameters (its rate is the target of resampling).
         segment_frames, num_frames, max_sources, image_size, fps, seed, skip_bad, flip, visual_tokens,
-            frame_size: as in
+            frame_size, mix: as in
             :class:`~DiffBinaural.dataset.real_binaural.RealBinauralDataset` (``max_sources`` only
             sets N; slot 0 is the whole frame, the others are padding).
         cache_audio: keep resampled clips in memory (per DataLoader worker): about 1.8 MB per 10 s
@@ -59,13 +59,14 @@ class FairPlayDataset(ClipDataset):
         flip: bool = False,
         visual_tokens: str = "boxes",
         frame_size: tuple[int, int] | None = None,
+        mix: float = 0.0,
         cache_audio: bool = False,
     ):
         self.data_root = os.fspath(data_root)
         super().__init__(
             split=split, mel_cfg=mel_cfg, list_path=os.fspath(split_h5), segment_frames=segment_frames,
             num_frames=num_frames, max_sources=max_sources, image_size=image_size, fps=fps, seed=seed,
-            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size,
+            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size, mix=mix,
         )
         if cache_audio:
             self._audio_cache = {}

@@ -41,6 +41,7 @@ class RealBinauralDataset(ClipDataset):
         flip: train-only random mirror of images, positions and ears (p = 0.5).
         visual_tokens, frame_size: which visual inputs items carry (``boxes``: the crops; ``grid``: the
             whole frame at ``frame_size`` (H, W); ``both``), see :mod:`DiffBinaural.dataset.base`.
+        mix: train-only probability of mixing in another clip with its boxes (``--mix_aug``, base module).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class RealBinauralDataset(ClipDataset):
         flip: bool = False,
         visual_tokens: str = "boxes",
         frame_size: tuple[int, int] | None = None,
+        mix: float = 0.0,
     ):
         self.data_root = os.fspath(data_root)
         self.detection_csv = os.fspath(detection_csv or os.path.join(self.data_root, layout.RB_DETECTIONS))
@@ -68,7 +70,7 @@ class RealBinauralDataset(ClipDataset):
         super().__init__(
             split=split, mel_cfg=mel_cfg, list_path=os.fspath(list_csv), segment_frames=segment_frames,
             num_frames=num_frames, max_sources=max_sources, image_size=image_size, fps=fps, seed=seed,
-            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size,
+            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size, mix=mix,
         )
 
     def _read_list(self) -> list[str]:

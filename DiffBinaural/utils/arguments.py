@@ -191,6 +191,9 @@ def train_parser(description: str) -> argparse.ArgumentParser:
                    help="list every train clip K times per epoch, each copy with its own random crop")
     g.add_argument("--flip_aug", action=argparse.BooleanOptionalAction, default=False,
                    help="mirror images and swap L/R together")
+    g.add_argument("--mix_aug", type=float, default=0.0, metavar="P",
+                   help="probability that a training crop is the sum of two clips with both clips' boxes "
+                        "(the sound-to-box binding; box tokens only)")
     g.add_argument("--save_every", type=int, default=0,
                    help="also write state_latest.pth every K optimizer steps (0: at epoch ends only)")
     g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
