@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from test_datasets import HOP, SEG, SR, rb, rb_root, tone, write_csv  # noqa: F401 (rb_root: the fixture)
+from test_datasets import HOP, SEG, SR, _append_detection, rb, rb_root, tone, write_csv  # noqa: F401 (rb_root: the fixture)
 
 from binaural_core.audio import BadInputError
 from DiffBinaural.dataset import layout
@@ -16,11 +16,6 @@ from DiffBinaural.dataset import layout
 
 def _wav(root):
     return layout.rb_paths(root, "b")["binaural"]
-
-
-def _append_detection(root, row):
-    with open(os.path.join(root, layout.RB_DETECTIONS), "a") as f:
-        f.write(row + "\n")
 
 
 def _clear_frames(root):

@@ -403,6 +403,11 @@ def test_fairplay_bad_h5(fp_root, tmp_path):
     assert path in str(err.value)
 
 
+def _append_detection(root, row):
+    with open(os.path.join(root, layout.RB_DETECTIONS), "a") as f:
+        f.write(row + "\n")
+
+
 def test_mix_aug_sums_two_clips_and_keeps_both_clips_boxes(rb_root):
     """--mix_aug: the crop is the item's audio plus another clip's crop, and the partner's boxes follow in
     slots N..2N-1; without the coin the slots are masked; mix=0 leaves every item as it was."""
