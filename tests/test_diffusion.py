@@ -1,4 +1,4 @@
-"""Diffusion process, samplers (golden tests with oracle / dummy networks), EMA and overlap-add."""
+"""Diffusion process, samplers (golden tests with oracle / dummy networks) and overlap-add; the EMA is in test_ema.py."""
 
 import math
 import os
@@ -9,7 +9,6 @@ from conftest import MICRO
 from torch import nn
 
 from DiffBinaural.diffusion_utils import GaussianDiffusion, Sampler, bucket_losses
-from DiffBinaural.utils.ema import EMA
 from DiffBinaural.utils.overlap_add import (
     crossfade_weights,
     extract_windows,
@@ -118,6 +117,36 @@ def test_training_losses_seeded_and_l2():
     a = d.training_losses(RecordingModel(), x0, model_kwargs=kw, generator=torch.Generator().manual_seed(3))
     b = d.training_losses(RecordingModel(), x0, model_kwargs=kw, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a["loss"], b["loss"]) and torch.equal(a["t"], b["t"])
+
+
+@pytest.mark.parametrize("loss_type", ["l1", "l2"])
+def test_side_weight_weighs_only_the_interaural_error(loss_type):
+    """An error common to both ears costs the same with or without the term; an error in one ear costs
+    λ · |δ| (λ · δ² for l2) more; a swapped left/right output is penalised through L − R."""
+    x0, kw, delta = _x0(), _kwargs(), 0.25
+
+    class Offset(nn.Module):  # the exact x0 (sample prediction) plus a fixed error per channel
+        def __init__(self, offset):
+            super().__init__()
+            self.offset = torch.tensor(offset).view(1, 2, 1, 1)
+
+        def forward(self, x_t, t, **k):
+            return x0 + self.offset
+
+    def loss(side_weight, offset):
+        d = GaussianDiffusion(prediction_type="sample", loss_type=loss_type, side_weight=side_weight)
+        return d.training_losses(Offset(offset), x0, model_kwargs=kw, generator=torch.Generator().manual_seed(0))["loss"]
+
+    p = (lambda e: abs(e)) if loss_type == "l1" else (lambda e: e * e)
+    assert torch.allclose(loss(2.0, [delta, delta]), loss(0.0, [delta, delta]))
+    assert torch.allclose(loss(0.0, [delta, 0.0]), torch.tensor(p(delta) / 2))
+    assert torch.allclose(loss(2.0, [delta, 0.0]), torch.tensor(p(delta) / 2 + 2.0 * p(delta)))
+    swapped = lambda w: GaussianDiffusion(prediction_type="sample", loss_type=loss_type, side_weight=w).training_losses(  # noqa: E731
+        lambda x_t, t, **k: x0[:, [1, 0]], x0, model_kwargs=kw, generator=torch.Generator().manual_seed(0))["loss"]
+    side = (x0[:, 0] - x0[:, 1]) * 2  # the swap's error of L − R is twice L − R
+    assert torch.allclose(swapped(1.0) - swapped(0.0), p(side).flatten(1).mean(1).mean(), atol=1e-6)
+    with pytest.raises(ValueError, match="side_weight"):
+        GaussianDiffusion(side_weight=-1.0)
 
 
 def test_drop_masks_rates_independent_and_passed_to_model():
@@ -244,73 +273,6 @@ def test_guidance_formula_and_single_pass():
     full = Sampler(diffusion=d, guidance_scale=s).sample(model, x.shape, model_kwargs=kw, generator=g())
     ref = Sampler(diffusion=d).sample(Combined(), x.shape, model_kwargs=kw, generator=g())
     assert torch.allclose(full, ref, atol=1e-5)
-
-
-# ----------------------------------------------------------------------------- EMA
-def _net() -> nn.Module:
-    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
-
-
-def test_ema_math_buffers_and_state_round_trip():
-    torch.manual_seed(0)
-    model, decay = _net(), 0.9
-    ema = EMA(model, decay=decay, ramp=False)
-    assert all(not p.requires_grad for p in ema.module.parameters()) and not ema.module.training
-    old = {k: v.clone() for k, v in ema.module.state_dict().items()}
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p))
-    model.train()(torch.randn(8, 4))  # changes BatchNorm running stats
-    ema.update(model)
-    new = model.state_dict()
-    for name, _ in model.named_parameters():
-        assert torch.allclose(
-            ema.module.state_dict()[name], decay * old[name] + (1 - decay) * new[name], atol=1e-6
-        )
-    for name, _ in model.named_buffers():
-        assert torch.equal(ema.module.state_dict()[name], new[name])
-    assert ema.num_updates == 1
-
-    other = EMA(_net(), decay=decay, ramp=False)
-    other.load_state_dict(ema.state_dict())
-    assert other.num_updates == 1
-    for k, v in ema.module.state_dict().items():
-        assert torch.equal(other.module.state_dict()[k], v)
-
-
-def test_ema_warmup_copies_and_unwraps_wrappers(tmp_path):
-    model = _net()
-    ema = EMA(nn.DataParallel(model), decay=0.99, warmup_steps=1)
-    with torch.no_grad():
-        model[0].weight.add_(1.0)
-    ema.update(nn.DataParallel(model))  # warm-up: plain copy
-    assert torch.equal(ema.module[0].weight, model[0].weight)
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        return
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
-    try:
-        ddp = nn.parallel.DistributedDataParallel(model)
-        ema2 = EMA(ddp, decay=0.5, ramp=False)
-        with torch.no_grad():
-            model[0].weight.add_(2.0)
-        ema2.update(ddp)
-        assert torch.allclose(ema2.module[0].weight, model[0].weight - 1.0)
-    finally:
-        dist.destroy_process_group()
-
-
-def test_ema_ramp_follows_num_updates_rule():
-    model = _net()
-    ema = EMA(model, decay=0.999)
-    decays = []
-    for _ in range(3):
-        decays.append(ema.current_decay())
-        ema.update(model)
-    assert decays == pytest.approx([1 / 10, 2 / 11, 3 / 12])
-    ema.num_updates = 100_000
-    assert ema.current_decay() == 0.999  # capped at the configured decay
 
 
 # ----------------------------------------------------------------------------- overlap-add

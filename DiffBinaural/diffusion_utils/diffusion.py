@@ -38,6 +38,8 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from binaural_core.audio import LEFT, RIGHT
+
 __all__ = ["GaussianDiffusion", "bucket_losses"]
 
 _SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
@@ -81,6 +83,11 @@ class GaussianDiffusion:
         loss_type: ``"l1"`` (the original's) or ``"l2"``; mean over (2, M, F) per sample, then over the batch.
         p_drop_visual: per-sample probability of dropping the visual condition during training.
         p_drop_mono: per-sample probability of dropping the mono condition, drawn independently.
+        side_weight: λ of an interaural term added to the loss, λ · mean |e_L − e_R| (squared for ``l2``),
+            e the error of the two mel channels (:data:`binaural_core.audio.LEFT` / ``RIGHT``). The
+            spatial metrics score L − R, but the per-ear loss is led by the part common to both ears
+            (with a room, the mono's coherent sum is quieter than either ear); the term weighs the
+            difference more. 0 (the default) is the plain per-ear loss.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class GaussianDiffusion:
         loss_type: Literal["l1", "l2"] = "l1",
         p_drop_visual: float = 0.1,
         p_drop_mono: float = 0.1,
+        side_weight: float = 0.0,
     ) -> None:
         if schedule not in _SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(_SCHEDULES)}, got {schedule!r}")
@@ -102,12 +110,15 @@ class GaussianDiffusion:
         for name, p in (("p_drop_visual", p_drop_visual), ("p_drop_mono", p_drop_mono)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {p}")
+        if side_weight < 0:
+            raise ValueError(f"side_weight must be >= 0, got {side_weight}")
         self.num_train_timesteps = num_train_timesteps
         self.schedule = schedule
         self.prediction_type = prediction_type
         self.loss_type = loss_type
         self.p_drop_visual = p_drop_visual
         self.p_drop_mono = p_drop_mono
+        self.side_weight = side_weight
         self.scheduler = DDPMScheduler(**self.scheduler_config())
         # ᾱ_t in float64 on CPU: the master copy used for targets (moved and cast per call).
         self._alphas_cumprod = self.scheduler.alphas_cumprod.double()
@@ -172,7 +183,8 @@ class GaussianDiffusion:
         """One Monte-Carlo estimate of the simplified DDPM loss (Ho et al. 2020 eq. 14, L1 or L2).
 
         Steps: t ~ U{0…T-1}; ε ~ N(0, I); x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε; drop masks ~ Bernoulli;
-        output = model(x_t, t, **model_kwargs, drop_visual, drop_mono); loss = |output - target|.
+        output = model(x_t, t, **model_kwargs, drop_visual, drop_mono); loss = |output - target|
+        (+ side_weight · |e_L − e_R|).
 
         Args:
             model: the network (see the module docstring of ``DiffBinaural.modules.unet`` for the contract).
@@ -199,8 +211,11 @@ class GaussianDiffusion:
         if out.shape != x0.shape:
             raise ValueError(f"model output has shape {tuple(out.shape)}, expected {tuple(x0.shape)}")
         err = out.float() - self.target(x0, noise, t).float()
-        err = err.abs() if self.loss_type == "l1" else err.square()
-        loss_per_sample = err.flatten(1).mean(dim=1)
+        penalty = (lambda e: e.abs()) if self.loss_type == "l1" else (lambda e: e.square())
+        loss_per_sample = penalty(err).flatten(1).mean(dim=1)
+        if self.side_weight:
+            side = err[:, LEFT] - err[:, RIGHT]  # the error of L − R, (B, M, F)
+            loss_per_sample = loss_per_sample + self.side_weight * penalty(side).flatten(1).mean(dim=1)
         return {
             "loss": loss_per_sample.mean(),
             "loss_per_sample": loss_per_sample,
@@ -221,7 +236,7 @@ class GaussianDiffusion:
         return (
             f"GaussianDiffusion(T={self.num_train_timesteps}, schedule={self.schedule!r}, "
             f"prediction_type={self.prediction_type!r}, loss_type={self.loss_type!r}, "
-            f"p_drop_visual={self.p_drop_visual}, p_drop_mono={self.p_drop_mono})"
+            f"p_drop_visual={self.p_drop_visual}, p_drop_mono={self.p_drop_mono}, side_weight={self.side_weight})"
         )
 
 

@@ -28,7 +28,7 @@ MODEL_KEYS = (
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
     "interaural_phase", "residual_scale", "box_source", "visual_tokens", "grid", "frame_size",
-    "grid_pool",
+    "grid_pool", "side_weight",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
@@ -36,7 +36,7 @@ MODEL_KEYS = (
 # its data, not by a flag; None = a run from before it was recorded.
 # visual_tokens / grid / frame_size: runs from before grid tokens had box tokens only.
 OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None, "visual_tokens": "boxes",
-                 "grid": None, "frame_size": None, "grid_pool": "mean"}
+                 "grid": None, "frame_size": None, "grid_pool": "mean", "side_weight": 0.0}
 DATA_KEYS = ("box_source",)  # model keys the trainer fills from its dataset
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config", *DATA_KEYS))
@@ -143,6 +143,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=("l1", "l2"), default="l1")
     g.add_argument("--p_drop_visual", type=float, default=0.1, help="condition dropout for guidance")
     g.add_argument("--p_drop_mono", type=float, default=0.1)
+    g.add_argument("--side_weight", type=float, default=0.0, metavar="LAMBDA",
+                   help="add LAMBDA x the error of L - R to the per-ear loss (0: the per-ear loss alone)")
     g.add_argument("--interaural_phase", action=argparse.BooleanOptionalAction, default=False,
                    help="also generate the interaural phase per mel band and frame (2 more channels: the complex "
                         "interaural coherence, binaural_core.interaural); the renderers then restore ITD")
