@@ -139,7 +139,7 @@ def build_diffusion(cfg: dict) -> GaussianDiffusion:
     return GaussianDiffusion(
         num_train_timesteps=cfg["num_train_timesteps"], prediction_type=cfg["prediction_type"],
         loss_type=cfg["loss"], p_drop_visual=cfg["p_drop_visual"], p_drop_mono=cfg["p_drop_mono"],
-        side_weight=cfg["side_weight"],
+        side_weight=cfg.get("side_weight", 0.0),  # a loss setting only: a hand-built sampling config may omit it
     )
 
 

@@ -8,6 +8,7 @@
 #   data            a small synthetic RealBinaural dataset
 #   stage1_fp32 / stage1_bf16 / stage1_fp16
 #                   a few Stage 1 training steps (base size on CUDA, tiny on CPU) with --amp none/bf16/fp16
+#                   (on CPU only stage1_fp32: the trainer ignores --amp there)
 #   stage1_both_bf16 Stage 1 with box and grid tokens (--visual_tokens both) under bf16 autocast
 #   ddp_2proc       Stage 1 with --num_gpus 2: NCCL when >= 2 GPUs, else gloo with both ranks on one GPU
 #   vocoder_step    a few BigVGAN training steps
@@ -48,7 +49,7 @@ if [ "$DEVICE" = cpu ]; then
     export CUDA_VISIBLE_DEVICES=""  # the CPU path, even on a GPU machine
     CLIPS=8; SECONDS_PER_CLIP=1.5; TRAIN_STEPS=2; BATCH=2; VOC_STEPS=2  # 4 train clips: a batch on 2 ranks
     MODEL=(--config micro)
-    BENCH_S1=(--sizes tiny --batches 1 --repeats 1)
+    BENCH_S1=(--sizes tiny --batches 1 --repeats 1 --tokens both)  # both: the box and the grid code paths at once
     BENCH_VOC=(--configs tiny --seconds 0.5 --repeats 1)
     VOC_CONFIG=BigVGAN/configs/bigvgan_tiny.json
 else
@@ -85,7 +86,9 @@ S1=(--data_root "$D" --ckpt "$WORK/ckpt" --list_train "$D/splits/train.csv" --li
 step cuda_tests "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py
 step data "$PY" -m DiffBinaural.dataset.synthetic --out "$D" --num_clips "$CLIPS" --seconds "$SECONDS_PER_CLIP" \
     --seed 0 --split_fractions 0.5 0.25 0.25 --image_size 160 96 --workers 2
-for amp in none bf16 fp16; do
+AMPS=(none bf16 fp16)
+[ "$DEVICE" = cpu ] && AMPS=(none)  # autocast is CUDA-only here (the trainer runs fp32 on CPU): no duplicates
+for amp in "${AMPS[@]}"; do
     name=stage1_${amp/none/fp32}
     step "$name" "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" --id "$name" --amp "$amp"
 done

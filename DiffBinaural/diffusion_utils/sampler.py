@@ -23,14 +23,17 @@ is kept). The combination is linear in the network output, so it is applied to v
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from .diffusion import GaussianDiffusion
+
+if TYPE_CHECKING:  # imported where it is used: it pulls in scipy.stats, a second of every script's start
+    from diffusers import DPMSolverMultistepScheduler
 
 __all__ = ["Sampler"]
 
@@ -96,6 +99,8 @@ class Sampler:
                 **common, clip_sample=self.clip_sample, clip_sample_range=self.clip_range, set_alpha_to_one=True
             )
         else:
+            from diffusers import DPMSolverMultistepScheduler
+
             sched = DPMSolverMultistepScheduler(
                 **common,
                 algorithm_type="dpmsolver++",
