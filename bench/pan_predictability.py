@@ -32,10 +32,11 @@ from common import machine
 from binaural_core.audio import LEFT, RIGHT, load_wav, mono_from_binaural
 from binaural_core.mel import MelConfig, mel_numpy
 from DiffBinaural.dataset import layout, synthetic
+from DiffBinaural.report import static_oracle_diff
 
 
-def single_source_pans(data: str, max_clips: int) -> dict:
-    """Per single-source clip: ``diff`` (M, T) ln-mel L−R, ``az`` (T,) the azimuth in each mel frame
+def single_source_pans(data: str, max_clips: int) -> list[dict]:
+    """Per single-source clip: ``mel`` (2, M, T) left/right ln-mels, ``diff`` (M, T) their L−R, ``az`` (T,) the azimuth in each mel frame
     (radians, from the video frames' azimuths), ``head``."""
     cfg, meta = MelConfig(), synthetic.load_meta(data)
     clips = []
@@ -49,7 +50,7 @@ def single_source_pans(data: str, max_clips: int) -> dict:
         frame_t = np.arange(mel.shape[-1]) * cfg.hop_size / cfg.sampling_rate
         az = np.interp(frame_t, np.arange(az.size) / meta.get("fps", layout.FPS), az)
         mono = mel_numpy(mono_from_binaural(wav), cfg)
-        clips.append({"diff": mel[LEFT] - mel[RIGHT], "az": az, "mono": mono,
+        clips.append({"mel": mel, "diff": mel[LEFT] - mel[RIGHT], "az": az, "mono": mono,
                       "head": clip.get("head", {}).get("head", "spherical")})
         if len(clips) == max_clips:
             break
@@ -87,7 +88,7 @@ def evaluate(clips: list[dict]) -> dict:
             pans.append(np.median(d, axis=-1))
             fits.append(np.median(pred[i], axis=-1))
             rmse["mono"].append(np.sqrt((d**2).mean()))
-            rmse["oracle"].append(np.sqrt(((d - np.median(d, axis=-1, keepdims=True)) ** 2).mean()))
+            rmse["oracle"].append(static_oracle_diff(clips[i]["mel"]))
             rmse["position"].append(np.sqrt(((d - pred[i]) ** 2).mean()))
     pans, fits = np.stack(pans), np.stack(fits)
     r2 = 1.0 - ((pans - fits) ** 2).sum() / ((pans - pans.mean(axis=0)) ** 2).sum()

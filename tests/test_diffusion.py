@@ -133,18 +133,18 @@ def test_side_weight_weighs_only_the_interaural_error(loss_type):
         def forward(self, x_t, t, **k):
             return x0 + self.offset
 
-    def loss(side_weight, offset):
+    def loss(side_weight, model):
         d = GaussianDiffusion(prediction_type="sample", loss_type=loss_type, side_weight=side_weight)
-        return d.training_losses(Offset(offset), x0, model_kwargs=kw, generator=torch.Generator().manual_seed(0))["loss"]
+        return d.training_losses(model, x0, model_kwargs=kw, generator=torch.Generator().manual_seed(0))["loss"]
 
     p = (lambda e: abs(e)) if loss_type == "l1" else (lambda e: e * e)
-    assert torch.allclose(loss(2.0, [delta, delta]), loss(0.0, [delta, delta]))
-    assert torch.allclose(loss(0.0, [delta, 0.0]), torch.tensor(p(delta) / 2))
-    assert torch.allclose(loss(2.0, [delta, 0.0]), torch.tensor(p(delta) / 2 + 2.0 * p(delta)))
-    swapped = lambda w: GaussianDiffusion(prediction_type="sample", loss_type=loss_type, side_weight=w).training_losses(  # noqa: E731
-        lambda x_t, t, **k: x0[:, [1, 0]], x0, model_kwargs=kw, generator=torch.Generator().manual_seed(0))["loss"]
+    both, left = Offset([delta, delta]), Offset([delta, 0.0])
+    assert torch.allclose(loss(2.0, both), loss(0.0, both))
+    assert torch.allclose(loss(0.0, left), torch.tensor(p(delta) / 2))
+    assert torch.allclose(loss(2.0, left), torch.tensor(p(delta) / 2 + 2.0 * p(delta)))
+    swap = lambda x_t, t, **k: x0[:, [1, 0]]  # noqa: E731
     side = (x0[:, 0] - x0[:, 1]) * 2  # the swap's error of L − R is twice L − R
-    assert torch.allclose(swapped(1.0) - swapped(0.0), p(side).flatten(1).mean(1).mean(), atol=1e-6)
+    assert torch.allclose(loss(1.0, swap) - loss(0.0, swap), p(side).flatten(1).mean(1).mean(), atol=1e-6)
     with pytest.raises(ValueError, match="side_weight"):
         GaussianDiffusion(side_weight=-1.0)
 
