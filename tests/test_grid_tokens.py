@@ -145,31 +145,6 @@ def test_attention_pooling_starts_as_the_mean():
     torch.testing.assert_close(att.grid_cells(scene)[0], enc.grid_cells(scene)[0], rtol=1e-5, atol=1e-6)
 
 
-def test_spots_follow_what_their_score_picks_and_mirror_exactly():
-    """``grid_pool="spots"``: a spot whose score picks bright pixels sits on the one bright patch
-    wherever it is, the mirrored frame gives the same spots (same order) at cx → 1 − cx."""
-    enc = _pixel_features(VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES["cnn"],
-                                        tokens="grid", grid=(1, 3), grid_pool="spots").eval(), 4)
-    with torch.no_grad():
-        enc.spot_score.weight.zero_()
-        enc.spot_score.bias.zero_()
-        enc.spot_score.weight[0, 0] = 40.0  # spot 0: the red channel; spots 1, 2: no preference (the mean)
-    scene = torch.zeros(1, L, 3, 32, 64)
-    scene[0, 0, 0, 8:12, 40:44] = 1.0  # frame 0: a red patch centred at (42, 10) of 64 x 32
-    scene[0, 1, 0, 20:24, 4:8] = 1.0  # frame 1: at (6, 22)
-    cells, pos = enc.grid_cells(scene)  # (1, L, 3, C), (1, L, 3, 2)
-    torch.testing.assert_close(pos[0, :, 0], torch.tensor([[42 / 64, 10 / 32], [6 / 64, 22 / 32]]), atol=2e-3, rtol=0)
-    torch.testing.assert_close(pos[0, :, 1:], torch.full((L, 2, 2), 0.5), atol=1e-6, rtol=0)  # the uniform map
-    torch.nn.init.normal_(enc.spot_score.weight, std=2.0)
-    scene = torch.rand(B, L, 3, 32, 64, generator=torch.Generator().manual_seed(8))
-    cells, pos = enc.grid_cells(scene)
-    cells_m, pos_m = enc.grid_cells(scene.flip(-1))
-    torch.testing.assert_close(cells_m, cells, rtol=0, atol=1e-5)
-    torch.testing.assert_close(pos_m[..., 0], 1 - pos[..., 0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(pos_m[..., 1], pos[..., 1], rtol=0, atol=1e-6)
-    assert pos[..., 0].std() > 1e-3  # the spots moved: not trivially at the centre
-
-
 def test_each_cell_sees_its_own_part_of_the_frame():
     enc = _pixel_features(_encoder(grid=(4, 8)), 8)
     scene = torch.rand(1, L, 3, 64, 128, generator=torch.Generator().manual_seed(4))

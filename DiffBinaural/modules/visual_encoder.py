@@ -53,7 +53,7 @@ from torch import nn
 from .blocks import group_norm
 
 BACKBONES = ("cnn", "resnet18", "clip")
-GRID_POOLS = ("mean", "attention", "spots")
+GRID_POOLS = ("mean", "attention")
 # Recommended hub ids (pass them as ``pretrained``; a local folder made by save_pretrained works too).
 DEFAULT_PRETRAINED = {"resnet18": "microsoft/resnet-18", "clip": "openai/clip-vit-base-patch32"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -205,9 +205,6 @@ class VisualEncoder(nn.Module):
             self.cell_score = nn.Conv2d(feat_dim, 1, 1)
             nn.init.zeros_(self.cell_score.weight)
             nn.init.zeros_(self.cell_score.bias)
-        if self.use_grid and grid_pool == "spots":
-            # one score map per token over the whole frame; random init breaks the tokens' symmetry
-            self.spot_score = nn.Conv2d(feat_dim, self.grid[0] * self.grid[1], 1)
         if tokens == "both":
             self.type_embed = nn.Embedding(2, dim)  # 0 = grid cell, 1 = box
             nn.init.normal_(self.type_embed.weight, std=0.02)
@@ -327,10 +324,6 @@ class VisualEncoder(nn.Module):
         places the token at the cell centre; ``"attention"`` weights each bin's positions by a
         softmax of a learned score (a 1x1 conv) and places the token at that weighted centroid, so a
         cell says *where* inside it its content is (initialised to the plain mean: the score starts at 0).
-        ``"spots"`` has no cells: each of the GY·GX tokens is a learned softmax over the *whole* map
-        (its own 1x1-conv score), placed at that softmax's expected position: the spatial soft-argmax
-        of Finn et al. 2016 ("Deep spatial autoencoders"), a few tokens that can each follow an object
-        the way a box token does, instead of many cells that are mostly background.
         """
         b, n_frames = scene.shape[:2]
         fmap = self.feature_map(scene.flatten(0, 1))  # (B·L, C, h, w)
@@ -338,13 +331,6 @@ class VisualEncoder(nn.Module):
         if self.grid_pool == "mean":
             cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B·L, G, C)
             pos = self.cell_centres.expand(fmap.shape[0], -1, -1)
-        elif self.grid_pool == "spots":
-            h, w = fmap.shape[-2:]
-            weight = torch.softmax(self.spot_score(fmap).flatten(2), dim=-1)  # (B·L, G, h·w)
-            cells = torch.einsum("ngp,ncp->ngc", weight, fmap.flatten(2))
-            ys, xs = ((torch.arange(n, device=fmap.device, dtype=fmap.dtype) + 0.5) / n for n in (h, w))
-            where = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)  # (h·w, 2) = (cx, cy)
-            pos = weight @ where  # (B·L, G, 2): each map's expected position
         else:
             h, w = fmap.shape[-2:]
             rows, cols = _bins(h, self.grid[0], fmap), _bins(w, self.grid[1], fmap)  # (GY, h), (GX, w)

@@ -116,10 +116,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid", type=int, nargs=2, default=None, metavar=("GY", "GX"),
                    help="grid tokens: cells per frame (default: 4 rows, columns to suit --frame_size's aspect, "
                         "4 x 8 for 2:1 frames)")
-    g.add_argument("--grid_pool", choices=("mean", "attention", "spots"), default="mean",
+    g.add_argument("--grid_pool", choices=("mean", "attention"), default="mean",
                    help="grid tokens: average each cell of the feature map at its centre, or pool it with learned "
-                        "attention and place the token at the attention's centroid; spots: GY x GX learned "
-                        "softmaxes over the whole frame, each token at its softmax's centroid")
+                        "attention and place the token at the attention's centroid")
     g.add_argument("--frame_size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="grid tokens: the whole frame is resized keeping its aspect into H x W (centred, zero "
                         "borders); default: the training frames' aspect, short side max(--img_size, 64)")
