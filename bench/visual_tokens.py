@@ -30,7 +30,7 @@ from common import machine
 
 from binaural_core.audio import load_wav, mono_from_binaural
 from binaural_core.mel import MelConfig, mel_numpy, read_json
-from DiffBinaural.dataset import layout
+from DiffBinaural.dataset import layout, synthetic
 from DiffBinaural.report import load_mels, mel_rmse, static_oracle_diff
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,16 +71,17 @@ def score(pred_dir: str, gt_dir: str, data: str, kind: str) -> dict:
         rows["oracle"].append(static_oracle_diff(gt))
     mean = {k: np.mean(np.array(v), axis=0) for k, v in rows.items()}
     # the L−R ratio per number of sounding sources: where a change helps (one source: position; several: binding)
-    clips = read_json(os.path.join(data, "synthetic_meta.json"))["clips"]
+    clips = synthetic.load_meta(data)["clips"]
     sounding = np.array([sum(not s.get("silent", False) for s in clips[n]["sources"]) for n in names])
-    by_sources = {str(k): round(float(np.mean(np.array(rows["model"])[sounding == k, 1])
-                                      / np.mean(np.array(rows["mono"])[sounding == k, 1])), 4)
-                  for k in sorted(set(sounding.tolist()))}
+    model_diff, mono_diff = (np.array(rows[k])[:, 1] for k in ("model", "mono"))
+    counts = sorted(set(sounding.tolist()))
+    by_sources = {str(k): round(float(model_diff[sounding == k].mean() / mono_diff[sounding == k].mean()), 4)
+                  for k in counts}
     return {"clips": len(names), "lr": float(mean["model"][0]), "lr_mono": float(mean["mono"][0]),
             "diff": float(mean["model"][1]), "diff_mono": float(mean["mono"][1]),
             "diff_ratio": float(mean["model"][1] / mean["mono"][1]), "lr_ratio": float(mean["model"][0] / mean["mono"][0]),
             "diff_oracle_ratio": float(mean["oracle"] / mean["mono"][1]), "diff_ratio_by_sources": by_sources,
-            "clips_by_sources": {str(k): int((sounding == k).sum()) for k in sorted(set(sounding.tolist()))}}
+            "clips_by_sources": {str(k): int((sounding == k).sum()) for k in counts}}
 
 
 def main(argv: list[str] | None = None) -> None:
