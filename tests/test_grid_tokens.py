@@ -205,3 +205,43 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     grid_cfg = {**full, "visual_tokens": "grid", "grid": [2, 4], "frame_size": [32, 64]}
     model = Stage1Model(grid_cfg)
     assert model.encoder.grid == (2, 4) and model.encoder.cell_centres.shape == (8, 2)
+
+
+def _without_norms(cnn):
+    """The cnn with GroupNorm taken out: its statistics are the one thing a denser map may change."""
+    for i in range(1, len(cnn.net), 3):
+        cnn.net[i] = torch.nn.Identity()
+    return cnn
+
+
+@pytest.mark.parametrize("stride", [8, 4, 2, 1])
+def test_the_dense_map_holds_the_native_map_where_they_meet(stride):
+    """À trous: every (8 / stride)-th pixel of the denser map is the native map's pixel, exactly; the
+    ones between are new (the frame seen shifted), and the map is 8 / stride times denser."""
+    from DiffBinaural.modules.visual_encoder import SmallCNN
+
+    torch.manual_seed(0)
+    cnn = _without_norms(SmallCNN(channels=(8, 16, 16), groups=4)).eval()
+    x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(7))
+    native, dense = cnn.net(x), cnn.dense_map(x, stride=stride)
+    r = 8 // stride
+    assert native.shape[-2:] == (4, 8) and dense.shape[-2:] == (32 // stride, 64 // stride)
+    torch.testing.assert_close(dense[..., ::r, ::r], native, rtol=1e-5, atol=1e-6)
+    if r > 1:
+        assert not torch.allclose(dense[..., 1::r, 1::r], native, atol=1e-3)
+    with pytest.raises(ValueError, match="stride must be one of"):
+        cnn.dense_map(x, stride=3)
+
+
+def test_grid_stride_gives_a_denser_grid_map_and_rebuilds_from_its_config():
+    enc = VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config={"channels": [8, 16, 16], "groups": 4},
+                        tokens="grid", grid=(2, 4), grid_pool="attention", grid_stride=2).eval()
+    scene = torch.rand(B, L, 3, 32, 64, generator=torch.Generator().manual_seed(8))
+    assert enc.feature_map(scene.flatten(0, 1)).shape[-2:] == (16, 32)  # native stride 8 -> 2
+    rebuilt = VisualEncoder(**enc.checkpoint_config())
+    rebuilt.load_state_dict(enc.state_dict())
+    assert rebuilt.grid_stride == 2 and torch.equal(rebuilt.eval()(scene=scene)[0], enc(scene=scene)[0])
+    for bad in (dict(backbone="resnet18", tokens="grid"), dict(backbone="cnn", tokens="boxes")):
+        with pytest.raises(ValueError, match="grid_stride needs the cnn backbone and grid tokens"):
+            VisualEncoder(dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES[bad["backbone"]], grid=(2, 4),
+                          grid_stride=8, **bad)
