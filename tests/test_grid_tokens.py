@@ -218,7 +218,7 @@ def _without_norms(cnn):
 def test_the_dense_map_holds_the_native_map_where_they_meet(stride):
     """À trous: every (8 / stride)-th pixel of the denser map is the native map's pixel, exactly; the
     ones between are new (the frame seen shifted), and the map is 8 / stride times denser."""
-    from DiffBinaural.modules.small_cnn import SmallCNN
+    from DiffBinaural.modules.visual_encoder import SmallCNN
 
     torch.manual_seed(0)
     cnn = _without_norms(SmallCNN(channels=(8, 16, 16), groups=4)).eval()
@@ -245,75 +245,3 @@ def test_grid_stride_gives_a_denser_grid_map_and_rebuilds_from_its_config():
         with pytest.raises(ValueError, match="grid_stride needs the cnn backbone and grid tokens"):
             VisualEncoder(dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES[bad["backbone"]], grid=(2, 4),
                           grid_stride=8, **bad)
-
-
-def _fine_scored(size=(32, 64)) -> VisualEncoder:
-    """A 1 x 4 attention grid scored at stride 2 on a tiny cnn (native stride 8), its backbone replaced by
-    mirror-equivariant pixel maps: the deep map the 8 x 8 block means, the fine map the 2 x 2 block means
-    (channel 0 = red), with a score that only looks at the fine map's red."""
-    torch.manual_seed(0)
-    enc = VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config={"channels": [8, 16, 16], "groups": 4},
-                        tokens="grid", grid=(1, 4), grid_pool="attention", grid_score_stride=2).eval()
-    enc.feature_map = lambda images: (F.avg_pool2d(images, 8).repeat(1, 6, 1, 1)[:, :16],
-                                      F.avg_pool2d(images, 2).repeat(1, 3, 1, 1)[:, :8])
-    with torch.no_grad():
-        enc.fine_score.weight.zero_()
-        enc.fine_score.weight[0, 0] = 40.0
-    return enc
-
-
-def test_a_fine_score_places_the_token_on_the_object_inside_its_cell():
-    """The object (a red 2 x 2 block) sits near the left edge of cell 1; on the native map (8 px a pixel) the
-    centroid could only be one of the cell's two pixel centres, on the stride-2 map it lands on the block."""
-    enc = _fine_scored()
-    scene = torch.zeros(1, L, 3, 32, 64)
-    scene[..., 0, 10:12, 18:20] = 1.0  # cell 1 spans x 16..32 (centre 0.375); the block's centre x = 19 -> 19 / 64
-    cells, pos = enc.grid_cells(scene)
-    torch.testing.assert_close(pos[0, :, 1, 0], torch.full((L,), 19 / 64), rtol=0, atol=0.01)
-    torch.testing.assert_close(pos[0, :, 1, 1], torch.full((L,), 11 / 32), rtol=0, atol=0.01)
-    torch.testing.assert_close(pos[0, :, 0], torch.tensor([[0.125, 0.5]] * L), rtol=0, atol=1e-6)  # no red: the mean
-    assert cells[0, 0, 1, 0] > cells[0, 0, 0, 0] + 1e-3  # the cell holds the (upsampled) deep map where the block is
-
-
-def test_a_fine_score_keeps_the_grid_mirror_exact_and_rebuilds():
-    enc = _fine_scored()
-    scene = torch.rand(B, L, 3, 32, 64, generator=torch.Generator().manual_seed(9))
-    cells, pos = enc.grid_cells(scene)
-    cells_m, pos_m = enc.grid_cells(scene.flip(-1))
-    torch.testing.assert_close(cells_m.flip(2), cells, rtol=0, atol=1e-5)
-    torch.testing.assert_close(1 - pos_m.flip(2)[..., 0], pos[..., 0], rtol=0, atol=1e-6)
-    assert (pos[..., 0] - torch.tensor([0.125, 0.375, 0.625, 0.875])).abs().amax() > 0.01  # it moved off the centres
-    real = VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config={"channels": [8, 16, 16], "groups": 4},
-                         tokens="grid", grid=(1, 4), grid_pool="attention", grid_score_stride=4).eval()
-    fmap, fine = real.feature_map(scene.flatten(0, 1))
-    assert fmap.shape[-2:] == (4, 8) and fine.shape[-3:] == (16, 8, 16)  # stage 1 of the cnn: 16 channels, stride 4
-    rebuilt = VisualEncoder(**real.checkpoint_config())
-    rebuilt.load_state_dict(real.state_dict())
-    assert torch.equal(rebuilt.eval()(scene=scene)[0], real(scene=scene)[0])
-    for bad in (dict(grid_pool="mean", grid_score_stride=4), dict(grid_pool="attention", grid_score_stride=8),
-                dict(grid_pool="attention", grid_score_stride=3)):
-        with pytest.raises(ValueError, match="grid_score_stride"):
-            VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config={"channels": [8, 16, 16], "groups": 4},
-                          tokens="grid", grid=(1, 4), **bad)
-
-
-def test_the_fine_score_pools_the_upsampled_deep_map():
-    """The cells are the score-weighted means of the deep map upsampled (bilinear) to the fine map, though
-    that map is never built (its weights are pulled back onto the deep map instead)."""
-    from DiffBinaural.modules.visual_encoder import _bins
-
-    torch.manual_seed(0)
-    enc = VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config={"channels": [8, 16, 16], "groups": 4},
-                        tokens="grid", grid=(2, 3), grid_pool="attention", grid_score_stride=2).eval()
-    torch.nn.init.normal_(enc.cell_score.weight)
-    torch.nn.init.normal_(enc.fine_score.weight)
-    scene = torch.rand(B, L, 3, 24, 40, generator=torch.Generator().manual_seed(10))
-    cells = enc.grid_cells(scene)[0].flatten(0, 1)
-    deep, fine = enc.feature_map(scene.flatten(0, 1))
-    up = F.interpolate(deep, size=fine.shape[-2:], mode="bilinear", align_corners=False)  # (n, 16, 12, 20)
-    score = enc.cell_score(up)[:, 0] + enc.fine_score(fine)[:, 0]
-    weight = torch.exp(score - score.amax(dim=(1, 2), keepdim=True))
-    rows, cols = _bins(12, 2, up), _bins(20, 3, up)
-    den = torch.einsum("iy,jx,nyx->nij", rows, cols, weight)
-    expected = torch.einsum("iy,jx,nyx,ncyx->nijc", rows, cols, weight, up) / den[..., None]
-    torch.testing.assert_close(cells, expected.flatten(1, 2), rtol=1e-4, atol=1e-5)

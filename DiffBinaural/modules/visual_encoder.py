@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .small_cnn import SmallCNN
+from .blocks import group_norm
 
 BACKBONES = ("cnn", "resnet18", "clip")
 GRID_POOLS = ("mean", "attention")
@@ -60,6 +60,49 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 # ResNet-18 layout for a random init without a download (matches microsoft/resnet-18).
 _RESNET18 = dict(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic")
+
+
+class SmallCNN(nn.Module):
+    """From-scratch image encoder: (N, 3, H, W) -> (N, channels[-1]).
+
+    Each stage halves the resolution (stride-2 3×3 conv, GroupNorm, SiLU); a global average pool
+    makes it size-agnostic.
+    """
+
+    def __init__(self, *, channels: tuple[int, ...] = (32, 64, 128, 256), groups: int = 8) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), group_norm(c, groups), nn.SiLU()]
+            c_in = c
+        self.net = nn.Sequential(*layers)
+        self.out_dim = c_in
+        self.depth = len(channels)  # stride-2 stages: the map's native stride is 2 ** depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).mean(dim=(2, 3))
+
+    def dense_map(self, x: torch.Tensor, *, stride: int) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, C, H / stride, W / stride): the last stage's map at a finer ``stride``
+        than the native ``2 ** len(channels)``, with the same weights (à trous; Chen et al. 2017,
+        DeepLab): the last convs run at stride 1, each one after the first of them dilated by the
+        strides removed before it, so map pixel ``(i, j) * native / stride`` sees exactly what pixel
+        ``(i, j)`` of the native map sees (up to GroupNorm's statistics over the denser map), and the
+        pixels in between see the frame shifted by ``stride``.
+        """
+        strides = [2 ** (self.depth - k) for k in range(self.depth + 1)]
+        if stride not in strides:
+            raise ValueError(f"the cnn's map stride must be one of {strides}, got {stride}")
+        first_dense = self.depth - strides.index(stride)
+        for k, (conv, norm, act) in enumerate(zip(self.net[0::3], self.net[1::3], self.net[2::3])):
+            if k < first_dense:
+                x = conv(x)
+            else:
+                dilation = 2 ** (k - first_dense)
+                x = F.conv2d(x, conv.weight, conv.bias, stride=1, padding=dilation, dilation=dilation)
+            x = act(norm(x))
+        return x
 
 
 def _from_pretrained(cls, name: str):
@@ -115,10 +158,6 @@ class VisualEncoder(nn.Module):
         grid_stride: the stride of the cnn's map that the grid pools (None = its native 16; 8 or 4 give a
             denser map from the same weights, :meth:`SmallCNN.dense_map`, so attention pooling can place
             a cell's token finer than the native map's pixel).
-        grid_score_stride: attention pooling only, cnn only: score each cell's positions on the map of the
-            cnn's earlier stage at this stride (e.g. 4: 4× finer than the native map, at no extra backbone
-            cost), the deep map upsampled (bilinear) to it; the score is the deep map's plus the fine map's
-            (both learned 1×1 convs), so the centroid can sit anywhere inside a cell. None = the grid's map.
     """
 
     def __init__(
@@ -137,7 +176,6 @@ class VisualEncoder(nn.Module):
         grid: tuple[int, int] | None = None,
         grid_pool: str = "mean",
         grid_stride: int | None = None,
-        grid_score_stride: int | None = None,
     ) -> None:
         super().__init__()
         from DiffBinaural.dataset.frames import token_parts
@@ -167,7 +205,6 @@ class VisualEncoder(nn.Module):
             grid=None if self.grid is None else list(self.grid),
             grid_pool=grid_pool,
             grid_stride=grid_stride,
-            grid_score_stride=grid_score_stride,
         )
         if grid_stride is not None and (backbone != "cnn" or not self.use_grid):
             raise ValueError(f"grid_stride needs the cnn backbone and grid tokens, got {backbone!r} with {tokens!r}")
@@ -175,10 +212,6 @@ class VisualEncoder(nn.Module):
         if grid_pool not in GRID_POOLS:
             raise ValueError(f"unknown grid_pool {grid_pool!r}; choose from {GRID_POOLS}")
         self.grid_pool = grid_pool
-        if grid_score_stride is not None and (backbone != "cnn" or not self.use_grid or grid_pool != "attention"):
-            raise ValueError(f"grid_score_stride needs the cnn backbone, grid tokens and grid_pool 'attention', got "
-                             f"{backbone!r}, {tokens!r}, {grid_pool!r}")
-        self.grid_score_stride = grid_score_stride
 
         self.backbone, feat_dim, default_size = self._build_backbone(backbone, pretrained, backbone_config)
         self.image_size = image_size if image_size is not None else default_size
@@ -202,14 +235,6 @@ class VisualEncoder(nn.Module):
             self.cell_score = nn.Conv2d(feat_dim, 1, 1)
             nn.init.zeros_(self.cell_score.weight)
             nn.init.zeros_(self.cell_score.bias)
-        if self.grid_score_stride is not None:
-            stage = int(math.log2(grid_score_stride)) - 1  # stage k runs at stride 2^(k+1)
-            if not 0 <= stage < self.backbone.depth - 1 or 2 ** (stage + 1) != grid_score_stride:
-                raise ValueError(f"grid_score_stride must be one of {[2 ** (k + 1) for k in range(self.backbone.depth - 1)]},"
-                                 f" got {grid_score_stride}")
-            self.fine_score = nn.Conv2d(self.backbone.net[3 * stage].out_channels, 1, 1)
-            nn.init.zeros_(self.fine_score.weight)
-            nn.init.zeros_(self.fine_score.bias)
         if tokens == "both":
             self.type_embed = nn.Embedding(2, dim)  # 0 = grid cell, 1 = box
             nn.init.normal_(self.type_embed.weight, std=0.02)
@@ -296,14 +321,10 @@ class VisualEncoder(nn.Module):
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) whole frames in [0, 1] -> (N, feat_dim, h, w): the backbone's last spatial map
-        (before its global pool), at the frames' own size and aspect (no resize). With
-        ``grid_score_stride`` (cnn): ``(map, fine)``, fine the earlier stage's map at that stride."""
+        (before its global pool), at the frames' own size and aspect (no resize)."""
         x = (images - self.pixel_mean) / self.pixel_std
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             if self.backbone_name == "cnn":
-                if self.grid_score_stride is not None:
-                    return self.backbone.pyramid(x, stride=self.grid_stride or 2 ** self.backbone.depth,
-                                                 fine=self.grid_score_stride)
                 if self.grid_stride is not None:
                     return self.backbone.dense_map(x, stride=self.grid_stride)
                 return self.backbone.net(x)
@@ -337,28 +358,18 @@ class VisualEncoder(nn.Module):
         cell says *where* inside it its content is (initialised to the plain mean: the score starts at 0).
         """
         b, n_frames = scene.shape[:2]
-        fmap = self.feature_map(scene.flatten(0, 1))  # (B·L, C, h, w); with grid_score_stride (map, fine)
-        fmap, fine = fmap if self.grid_score_stride is not None else (fmap, None)
+        fmap = self.feature_map(scene.flatten(0, 1))  # (B·L, C, h, w)
         fmap = fmap.to(self.feat_proj.weight.dtype)
         if self.grid_pool == "mean":
             cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B·L, G, C)
             pos = self.cell_centres.expand(fmap.shape[0], -1, -1)
         else:
-            score = self.cell_score(fmap)[:, 0]  # (B·L, h, w)
-            if fine is not None:
-                # The deep map upsampled (bilinear, mirror-symmetric) to the fine map's size is U_y F U_xᵀ; it is
-                # never built: its 1×1-conv score is U_y S U_xᵀ, and a cell's weighted sum of it is F weighted
-                # by U_yᵀ W U_x.
-                up_y, up_x = (_upsampling(n, m, fmap) for n, m in zip(fine.shape[-2:], fmap.shape[-2:]))
-                score = up_y @ score @ up_x.T + self.fine_score(fine.to(fmap.dtype))[:, 0]  # (B·L, hf, wf)
-            h, w = score.shape[-2:]
+            h, w = fmap.shape[-2:]
             rows, cols = _bins(h, self.grid[0], fmap), _bins(w, self.grid[1], fmap)  # (GY, h), (GX, w)
+            score = self.cell_score(fmap)[:, 0]  # (B·L, h, w)
             weight = torch.exp(score - score.amax(dim=(1, 2), keepdim=True))
-            per_cell = torch.einsum("iy,jx,nyx->nijyx", rows, cols, weight)  # each cell's weights on the map
-            den = per_cell.sum(dim=(3, 4))
-            if fine is not None:  # pulled back onto the deep map
-                per_cell = torch.einsum("nijax,xb->nijab", torch.einsum("nijyx,ya->nijax", per_cell, up_y), up_x)
-            cells = torch.einsum("nijab,ncab->nijc", per_cell, fmap) / den[..., None]
+            den = torch.einsum("iy,jx,nyx->nij", rows, cols, weight)
+            cells = torch.einsum("iy,jx,nyx,ncyx->nijc", rows, cols, weight, fmap) / den[..., None]
             ys, xs = ((torch.arange(n, device=fmap.device, dtype=fmap.dtype) + 0.5) / n for n in (h, w))
             cx = torch.einsum("iy,jx,nyx,x->nij", rows, cols, weight, xs) / den
             cy = torch.einsum("iy,jx,nyx,y->nij", rows, cols, weight, ys) / den
@@ -443,13 +454,6 @@ class VisualEncoder(nn.Module):
         self._check_frames(n_frames)
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be bool (True = invalid), got {mask.dtype}")
-
-
-def _upsampling(size: int, native: int, like: torch.Tensor) -> torch.Tensor:
-    """(size, native) matrix of 1-D linear upsampling, ``align_corners=False`` (the rows of
-    :func:`torch.nn.functional.interpolate`'s bilinear mode, one axis at a time)."""
-    eye = torch.eye(native, device=like.device, dtype=like.dtype)[None]  # (1, native channels, native)
-    return F.interpolate(eye, size=size, mode="linear", align_corners=False)[0].T
 
 
 def _bins(size: int, cells: int, like: torch.Tensor) -> torch.Tensor:
