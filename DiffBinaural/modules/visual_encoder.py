@@ -78,31 +78,9 @@ class SmallCNN(nn.Module):
             c_in = c
         self.net = nn.Sequential(*layers)
         self.out_dim = c_in
-        self.depth = len(channels)  # stride-2 stages: the map's native stride is 2 ** depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).mean(dim=(2, 3))
-
-    def dense_map(self, x: torch.Tensor, *, stride: int) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, C, H / stride, W / stride): the last stage's map at a finer ``stride``
-        than the native ``2 ** len(channels)``, with the same weights (à trous; Chen et al. 2017,
-        DeepLab): the last convs run at stride 1, each one after the first of them dilated by the
-        strides removed before it, so map pixel ``(i, j) * native / stride`` sees exactly what pixel
-        ``(i, j)`` of the native map sees (up to GroupNorm's statistics over the denser map), and the
-        pixels in between see the frame shifted by ``stride``.
-        """
-        strides = [2 ** (self.depth - k) for k in range(self.depth + 1)]
-        if stride not in strides:
-            raise ValueError(f"the cnn's map stride must be one of {strides}, got {stride}")
-        first_dense = self.depth - strides.index(stride)
-        for k, (conv, norm, act) in enumerate(zip(self.net[0::3], self.net[1::3], self.net[2::3])):
-            if k < first_dense:
-                x = conv(x)
-            else:
-                dilation = 2 ** (k - first_dense)
-                x = F.conv2d(x, conv.weight, conv.bias, stride=1, padding=dilation, dilation=dilation)
-            x = act(norm(x))
-        return x
 
 
 def _from_pretrained(cls, name: str):
@@ -155,9 +133,6 @@ class VisualEncoder(nn.Module):
         tokens: ``boxes`` | ``grid`` | ``both`` (module docstring).
         grid: ``(GY, GX)`` cells of the grid tokens (required with ``grid`` / ``both``).
         grid_pool: ``mean`` | ``attention``: how a cell pools its part of the map (:meth:`grid_cells`).
-        grid_stride: the stride of the cnn's map that the grid pools (None = its native 16; 8 or 4 give a
-            denser map from the same weights, :meth:`SmallCNN.dense_map`, so attention pooling can place
-            a cell's token finer than the native map's pixel).
     """
 
     def __init__(
@@ -175,7 +150,6 @@ class VisualEncoder(nn.Module):
         tokens: str = "boxes",
         grid: tuple[int, int] | None = None,
         grid_pool: str = "mean",
-        grid_stride: int | None = None,
     ) -> None:
         super().__init__()
         from DiffBinaural.dataset.frames import token_parts
@@ -204,11 +178,7 @@ class VisualEncoder(nn.Module):
             tokens=tokens,
             grid=None if self.grid is None else list(self.grid),
             grid_pool=grid_pool,
-            grid_stride=grid_stride,
         )
-        if grid_stride is not None and (backbone != "cnn" or not self.use_grid):
-            raise ValueError(f"grid_stride needs the cnn backbone and grid tokens, got {backbone!r} with {tokens!r}")
-        self.grid_stride = grid_stride
         if grid_pool not in GRID_POOLS:
             raise ValueError(f"unknown grid_pool {grid_pool!r}; choose from {GRID_POOLS}")
         self.grid_pool = grid_pool
@@ -325,8 +295,6 @@ class VisualEncoder(nn.Module):
         x = (images - self.pixel_mean) / self.pixel_std
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             if self.backbone_name == "cnn":
-                if self.grid_stride is not None:
-                    return self.backbone.dense_map(x, stride=self.grid_stride)
                 return self.backbone.net(x)
             if self.backbone_name == "resnet18":
                 return self.backbone(pixel_values=x).last_hidden_state
