@@ -159,6 +159,28 @@ def test_tail_decays_at_the_rooms_rt60():
     assert (ir**2).sum(axis=-1) == pytest.approx(shoebox.tail_energy(), rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["spherical", *sorted(MEASURED)])
+def test_tail_ears_are_as_coherent_as_a_diffuse_field(name):
+    """The tail's interaural coherence is the head's diffuse-field one: one field at low frequencies (a
+    tail with independent ears would give a random L−R at 150 Hz), nearly independent ears above 2 kHz."""
+    from scipy.signal import csd, welch
+
+    head = heads.load_head(MEASURED.get(name, name), sr=SR)
+    shoebox = room.Room(size=(20.0, 15.0, 8.0), absorption=0.05, listener=(5.0, 7.5, 1.5))  # a long tail
+    ir = room.tail_ir(shoebox, head, SR, np.random.default_rng(2))
+    ir = ir[:, int(shoebox.tail_start() * SR) + 200:]
+    f, cross = csd(ir[LEFT], ir[RIGHT], fs=SR, nperseg=512)
+    _, p_l = welch(ir[LEFT], fs=SR, nperseg=512)
+    _, p_r = welch(ir[RIGHT], fs=SR, nperseg=512)
+    want = np.interp(f, np.arange(513) * SR / 1024, head.diffuse_coherence(1024))
+    for lo, hi in ((100, 250), (250, 500), (500, 1000), (2000, 6000)):
+        band = (f >= lo) & (f < hi)
+        got = cross[band].real.sum() / np.sqrt(p_l[band].sum() * p_r[band].sum())
+        assert got == pytest.approx(want[band].mean(), abs=0.12), (name, lo, hi, got, want[band].mean())
+    low = (f >= 100) & (f < 250)
+    assert want[low].mean() > 0.8 and abs(want[(f >= 2000) & (f < 6000)].mean()) < 0.15  # the physics itself
+
+
 def test_soundfont_parts_are_deterministic_and_in_tune():
     font = _soundfont_or_skip()
     band = {"tempo_bpm": 100.0, "root": 0, "scale": "major"}

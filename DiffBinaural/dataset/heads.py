@@ -94,17 +94,34 @@ class Head:
         return scipy.fft.irfft(self.responses(directions, n), n=n)[..., : self.length()].astype(np.float32)
 
     def diffuse_power(self, n_fft: int) -> np.ndarray:
-        """``(2, n_fft // 2 + 1)`` mean squared magnitude over directions (the diffuse-field response).
+        """``(2, n_fft // 2 + 1)`` mean squared magnitude over directions (the diffuse-field response)."""
+        return self._diffuse_spectra(n_fft)[:2]
 
-        Computed once on a 1024-point grid and interpolated: it is smooth, and the late tail asks for it
-        at FFT sizes of a second of audio."""
+    def diffuse_coherence(self, n_fft: int) -> np.ndarray:
+        """``(n_fft // 2 + 1,)`` the two ears' coherence in a diffuse field, in [−1, 1].
+
+        ``Γ(f) = Re Σ_d H_L(f, d) H_R*(f, d) / √(Σ_d |H_L|² Σ_d |H_R|²)`` over the head's directions ``d``
+        (the binaural diffuse-field coherence, e.g. Jeub et al., "A binaural room impulse response database
+        for the evaluation of dereverberation algorithms", DSP 2009): near 1 at low frequencies, where a
+        wavelength spans the head and the ears hear the same field, falling through 0 near 700 Hz."""
+        power_l, power_r, cross = self._diffuse_spectra(n_fft)
+        return np.clip(cross / np.sqrt(power_l * power_r + 1e-30), -1.0, 1.0)
+
+    def _diffuse_spectra(self, n_fft: int) -> np.ndarray:
+        """``(3, n_fft // 2 + 1)``: the mean over directions of ``|H_L|²``, ``|H_R|²``, ``Re H_L H_R*``.
+
+        Computed once on a 1024-point grid and interpolated: they are smooth, and the late tail asks for
+        them at FFT sizes of a second of audio."""
         if getattr(self, "_diffuse", None) is None:
-            self._diffuse = self._diffuse_power_at(DIFFUSE_N_FFT)
+            h = self._diffuse_responses(DIFFUSE_N_FFT)  # (K, 2, F)
+            self._diffuse = np.stack([(np.abs(h[:, LEFT]) ** 2).mean(axis=0), (np.abs(h[:, RIGHT]) ** 2).mean(axis=0),
+                                      (h[:, LEFT] * np.conj(h[:, RIGHT])).real.mean(axis=0)])
         grid = np.linspace(0.0, 1.0, DIFFUSE_N_FFT // 2 + 1)
         want = np.linspace(0.0, 1.0, n_fft // 2 + 1)
-        return np.stack([np.interp(want, grid, ear) for ear in self._diffuse])
+        return np.stack([np.interp(want, grid, row) for row in self._diffuse])
 
-    def _diffuse_power_at(self, n_fft: int) -> np.ndarray:
+    def _diffuse_responses(self, n_fft: int) -> np.ndarray:
+        """``(K, 2, n_fft // 2 + 1)`` the responses of the directions a diffuse field comes from."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -116,7 +133,7 @@ class SphericalHead(Head):
 
     def __init__(self, *, sr: int) -> None:
         self.name, self.sr, self._norm = SPHERICAL, int(sr), 1.0
-        self._norm = 1.0 / math.sqrt(float(self._diffuse_power_at(512).mean()))  # diffuse-field power 1
+        self._norm = 1.0 / math.sqrt(float((np.abs(self._diffuse_responses(512)) ** 2).mean()))  # diffuse-field power 1
 
     def responses(self, directions: np.ndarray, n_fft: int) -> np.ndarray:
         lateral = np.arcsin(np.clip(-np.asarray(directions, float)[..., 1], -1.0, 1.0))
@@ -125,9 +142,9 @@ class SphericalHead(Head):
     def length(self) -> int:
         return int(math.ceil(2 * spatial.HEAD_RADIUS_M / spatial.SPEED_OF_SOUND_M_S * self.sr)) + 64
 
-    def _diffuse_power_at(self, n_fft: int) -> np.ndarray:
+    def _diffuse_responses(self, n_fft: int) -> np.ndarray:
         grid = direction(np.deg2rad(np.arange(-180, 180, 5)))  # the horizontal plane, every 5°
-        return (np.abs(self.responses(grid, n_fft)) ** 2).mean(axis=0)
+        return self.responses(grid, n_fft)
 
 
 def _text(attr) -> str:
@@ -206,8 +223,8 @@ class MeasuredHead(Head):
     def length(self) -> int:
         return int(self.hrirs.shape[-1])
 
-    def _diffuse_power_at(self, n_fft: int) -> np.ndarray:
-        return (np.abs(scipy.fft.rfft(self.hrirs, n=n_fft)) ** 2).mean(axis=0)
+    def _diffuse_responses(self, n_fft: int) -> np.ndarray:
+        return scipy.fft.rfft(self.hrirs, n=n_fft)
 
     def describe(self) -> dict:
         return {"head": self.name, "sr": self.sr, "file_sr": self.file_sr, "directions": len(self.directions)}

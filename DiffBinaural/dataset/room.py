@@ -8,8 +8,9 @@ listener frame of :mod:`.heads`: +y is the listener's left, +z up). Its sound at
   (Allen & Berkley 1979) up to ``max_order`` reflections. Image ``k`` arrives after ``r_k / c`` with
   amplitude ``β_k / r_k`` (``β_k`` the product of the walls' amplitude reflectances ``√(1 − α)``)
   from **its own direction**, through the head's response for that direction (:func:`response`);
-* **the late tail**: decorrelated noise per ear decaying at the room's RT60 (Eyring), shaped by the
-  head's diffuse-field response and starting where the image set ends, ``t0 = (max_order + 1) ·
+* **the late tail**: noise decaying at the room's RT60 (Eyring), the two ears as coherent as a diffuse
+  field makes them at this head (:meth:`Head.diffuse_coherence`: one field at low frequencies, nearly
+  independent above ~1 kHz), shaped by the head's diffuse-field response and starting where the image set ends, ``t0 = (max_order + 1) ·
   4V / (S c)`` (that many mean free paths). Its energy is what Sabine's diffuse-field theory leaves for
   ``t > t0``: ``E = 16π / R · exp(−13.8 t0 / RT60)`` relative to the direct sound at 1 m, with
   ``R = S ᾱ / (1 − ᾱ)`` the room constant (Kuttruff, *Room Acoustics*, ch. 5).
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from binaural_core.audio import BadInputError
+from binaural_core.audio import LEFT, RIGHT, BadInputError
 from binaural_core.extras import need
 
 from . import spatial
@@ -187,7 +188,7 @@ def render_source(x: np.ndarray, positions: np.ndarray, room: Room, head: Head, 
 
 
 def tail_ir(room: Room, head: Head, sr: int, rng: np.random.Generator, *, delay_s: float = 0.0) -> np.ndarray:
-    """The late tail's impulse response ``(2, L)``, decorrelated ears (module docstring).
+    """The late tail's impulse response ``(2, L)`` (module docstring).
 
     ``delay_s`` is when the direct sound arrives (the tail starts ``tail_start`` after it).
     """
@@ -197,7 +198,14 @@ def tail_ir(room: Room, head: Head, sr: int, rng: np.random.Generator, *, delay_
     ir = rng.standard_normal((2, length)) * np.exp(-6.91 * t / rt60)
     ir *= np.clip((t - start) / TAIL_FADE_S, 0.0, 1.0)
     n_fft = 1 << int(math.ceil(math.log2(length + head.length())))  # the zero-phase colouring does not wrap
-    spec = np.fft.rfft(ir, n=n_fft) * np.sqrt(head.diffuse_power(n_fft))  # the head's diffuse-field colour
+    spec = np.fft.rfft(ir, n=n_fft)
+    # Two independent noises mixed to the diffuse field's coherence Γ(f): R = Γ·N_L + √(1 − Γ²)·N_R has
+    # correlation Γ with L and the same power (Habets, Cohen & Gannot, JASA 2008: sensor signals under a
+    # spatial coherence constraint). Independent ears would give a random L−R even at 100 Hz, where a head
+    # hears one field.
+    gamma = head.diffuse_coherence(n_fft)
+    spec = np.stack([spec[LEFT], gamma * spec[LEFT] + np.sqrt(1.0 - gamma**2) * spec[RIGHT]])
+    spec *= np.sqrt(head.diffuse_power(n_fft))  # the head's diffuse-field colour
     ir = np.fft.irfft(spec, n=n_fft)[:, :length]
     ir /= np.sqrt((ir**2).sum(axis=-1, keepdims=True) + 1e-20)
     return ir * math.sqrt(room.tail_energy())

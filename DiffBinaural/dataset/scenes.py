@@ -65,6 +65,8 @@ def check(cfg) -> None:
     lo, hi = cfg.rt60
     if not 0.1 <= lo <= hi <= 3.0:
         raise BadInputError(None, f"--rt60 must be LOW HIGH seconds with 0.1 <= LOW <= HIGH <= 3, got {cfg.rt60}")
+    if cfg.tail_seed < 0 or (cfg.tail_seed and cfg.room != "image_source"):
+        raise BadInputError(None, f"--tail_seed must be >= 0 and needs --room image_source, got {cfg.tail_seed}")
     if not cfg.hrtf:
         raise BadInputError(None, "--hrtf needs 'spherical' or at least one SOFA file")
     for spec in cfg.hrtf:
@@ -155,7 +157,9 @@ def render_scene(sources: list[dict], rng: np.random.Generator, cfg, *, num_samp
 
     clip = {"head": head.describe()}
     if shoebox is not None:
-        ir = room.tail_ir(shoebox, head, sr, rng,
+        # its own stream (one draw of the clip's): --tail_seed changes the tail's noise and nothing else
+        tail_rng = np.random.default_rng([int(rng.integers(2**63)), int(cfg.tail_seed)])
+        ir = room.tail_ir(shoebox, head, sr, tail_rng,
                           delay_s=float(np.mean(distances or [1.0])) / room.SPEED_OF_SOUND_M_S)
         mix += np.stack([fftconvolve(dry, ir[e])[:num_samples] for e in range(2)])
         clip["room"] = shoebox.describe()

@@ -152,6 +152,7 @@ class SynthConfig:
     hrtf: tuple[str, ...] = (heads.SPHERICAL,)  # "spherical" or SOFA files (one drawn per clip)
     soundfont: str | None = None  # a General-MIDI .sf2; None: the one installed (fluid-soundfont-gm)
     rt60: tuple[float, float] = (0.3, 0.9)  # image_source rooms: RT60 range in seconds
+    tail_seed: int = 0  # image_source rooms: sets that differ only here differ only in the late tail's noise
     max_silent: int = 0  # objects in view that do not sound: 0 .. max_silent per clip
 
     def __post_init__(self) -> None:
@@ -348,6 +349,7 @@ def generate_dataset(
     hrtf: tuple[str, ...] = (heads.SPHERICAL,),
     soundfont: str | None = None,
     rt60: tuple[float, float] = (0.3, 0.9),
+    tail_seed: int = 0,
     max_silent: int = 0,
     workers: int = 1,
     overwrite: bool = False,
@@ -357,7 +359,7 @@ def generate_dataset(
     Deterministic for ``seed``: clip ``k`` (0-based) uses ``np.random.default_rng([seed, k])`` and is
     named ``synth_{k+1:06d}`` (RealBinaural) or ``{k+1:06d}`` (FAIR-Play). ``workers > 1`` (0 = all
     cores) generates clips in that many spawned processes, with the same bytes. ``sources``, ``room``,
-    ``hrtf``, ``soundfont``, ``rt60`` and ``max_silent`` choose the realistic mode
+    ``hrtf``, ``soundfont``, ``rt60``, ``tail_seed`` and ``max_silent`` choose the realistic mode
     (:mod:`DiffBinaural.dataset.scenes`); their defaults give the original scenes, clip for clip. ``overwrite`` replaces
     an earlier synthetic dataset in ``out``; any other non-empty directory is refused.
 
@@ -443,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--soundfont", default=None, metavar="SF2", help="General-MIDI soundfont (default: the installed FluidR3_GM)")
     add("--rt60", type=float, nargs=2, default=(0.3, 0.9), metavar=("LOW", "HIGH"),
         help="RT60 range of the image_source rooms, seconds")
+    add("--tail_seed", type=int, default=0,
+        help="image_source rooms: the late tail's noise; two sets that differ only here share every other sample "
+             "drawn, so their L-R difference is what no input can predict (bench/tail_floor.py)")
     add("--max_silent", type=int, default=0, help="objects in view that do not sound: 0 .. N per clip")
     add("--workers", type=int, default=0, help="processes (0 = all CPU cores)")
     add("--overwrite", action=switch, default=False, help="replace a synthetic dataset already in --out")
