@@ -159,6 +159,26 @@ def test_tail_decays_at_the_rooms_rt60():
     assert (ir**2).sum(axis=-1) == pytest.approx(shoebox.tail_energy(), rel=1e-6)
 
 
+@pytest.mark.parametrize("size, rt60", [((7.0, 6.0, 3.0), 0.6), ((5.0, 4.0, 2.8), 0.4), ((12.0, 9.0, 4.0), 0.9)])
+def test_tail_energy_is_what_the_full_image_source_model_leaves_after_the_images(size, rt60):
+    """Sabine's tail energy (Room.tail_energy) against an independent reference: pyroomacoustics' image
+    sources up to order 60 in the same shoebox, summed (β/r)² after the direct sound + tail_start."""
+    pra = pytest.importorskip("pyroomacoustics")
+    volume, surface = np.prod(size), 2 * (size[0] * size[1] + size[0] * size[2] + size[1] * size[2])
+    alpha = float(1.0 - np.exp(-0.161 * volume / (surface * rt60)))  # Eyring
+    shoebox = room.Room(size=size, absorption=alpha, listener=(size[0] / 4, size[1] / 2, 1.5))
+    assert shoebox.rt60() == pytest.approx(rt60)
+    ref = pra.ShoeBox(list(size), fs=16000, materials=pra.Material(alpha), max_order=60, air_absorption=False)
+    ref.add_source(list(np.asarray(shoebox.listener) + [2.0, 0.3, 0.0]))
+    ref.add_microphone(list(shoebox.listener))
+    ref.image_source_model()
+    images = ref.sources[0]
+    r = np.linalg.norm(images.images.T - np.asarray(shoebox.listener), axis=1)
+    energy = (images.damping.reshape(-1, images.images.shape[1])[0] / r) ** 2  # re the direct sound at 1 m
+    late = energy[r / room.SPEED_OF_SOUND_M_S >= r.min() / room.SPEED_OF_SOUND_M_S + shoebox.tail_start()].sum()
+    assert shoebox.tail_energy() == pytest.approx(late, rel=0.2), (shoebox.tail_energy(), late)
+
+
 @pytest.mark.parametrize("name", ["spherical", *sorted(MEASURED)])
 def test_tail_ears_are_as_coherent_as_a_diffuse_field(name):
     """The tail's interaural coherence is the head's diffuse-field one: one field at low frequencies (a
