@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from binaural_core.audio import LEFT, RIGHT, load_wav
+from binaural_core.mel import MelConfig, mel_numpy
 from binaural_core.runtime import machine  # noqa: F401  (the bench scripts import it from here)
+from DiffBinaural.dataset import layout
+
+
+def ear_mels(data_root: str, name: str, cfg: MelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One RealBinaural clip's binaural wav ``(2, S)`` at the mel rate and its ln-mels ``(2, M, T)`` (left, right)."""
+    wav = load_wav(layout.rb_paths(data_root, name)["binaural"], sampling_rate=cfg.sampling_rate, channels=2)
+    return wav, np.stack([mel_numpy(wav[e], cfg) for e in (LEFT, RIGHT)])
 
 
 def peak_cpu_tensor_mb(fn) -> tuple[float, object]:

@@ -27,9 +27,9 @@ import json
 import os
 
 import numpy as np
-from common import machine
+from common import ear_mels, machine
 
-from binaural_core.audio import LEFT, RIGHT, load_wav, mono_from_binaural
+from binaural_core.audio import LEFT, RIGHT, mono_from_binaural
 from binaural_core.mel import MelConfig, mel_numpy
 from DiffBinaural.dataset import layout, synthetic
 from DiffBinaural.report import static_oracle_diff
@@ -44,8 +44,7 @@ def single_source_pans(data: str, max_clips: int) -> list[dict]:
         sounding = [s for s in clip["sources"] if not s.get("silent", False)]
         if len(sounding) != 1:
             continue
-        wav = load_wav(layout.rb_paths(data, name)["binaural"], sampling_rate=cfg.sampling_rate, channels=2)
-        mel = np.stack([mel_numpy(wav[e], cfg) for e in (LEFT, RIGHT)])
+        wav, mel = ear_mels(data, name, cfg)
         az = np.radians(np.asarray(sounding[0]["azimuth_deg"], float))  # one per video frame
         frame_t = np.arange(mel.shape[-1]) * cfg.hop_size / cfg.sampling_rate
         az = np.interp(frame_t, np.arange(az.size) / meta.get("fps", layout.FPS), az)

@@ -26,19 +26,14 @@ import math
 import os
 
 import numpy as np
-from common import machine
+from common import ear_mels, machine
 
-from binaural_core.audio import LEFT, RIGHT, load_wav
-from binaural_core.mel import MelConfig, mel_numpy
-from DiffBinaural.dataset import layout, synthetic
+from binaural_core.audio import LEFT, RIGHT
+from binaural_core.mel import MelConfig
+from DiffBinaural.dataset import synthetic
 from DiffBinaural.report import static_oracle_diff
 
 DEMO_SAMPLES = 4  # make demo averages 2 samples and 2 mirrored ones
-
-
-def _mels(root: str, name: str, cfg: MelConfig) -> np.ndarray:
-    wav = load_wav(layout.rb_paths(root, name)["binaural"], sampling_rate=cfg.sampling_rate, channels=2)
-    return np.stack([mel_numpy(wav[e], cfg) for e in (LEFT, RIGHT)])
 
 
 def floors(first: str, second: str) -> dict:
@@ -47,7 +42,7 @@ def floors(first: str, second: str) -> dict:
     names = sorted(synthetic.load_meta(first)["clips"])
     twin, mono, oracle = [], [], []
     for name in names:
-        a, b = _mels(first, name, cfg), _mels(second, name, cfg)
+        a, b = ear_mels(first, name, cfg)[1], ear_mels(second, name, cfg)[1]
         d_a, d_b = a[LEFT] - a[RIGHT], b[LEFT] - b[RIGHT]
         twin.append(math.sqrt(((d_a - d_b) ** 2).mean() / 2))
         mono.append(math.sqrt((d_a**2).mean()))

@@ -10,8 +10,8 @@ listener frame of :mod:`.heads`: +y is the listener's left, +z up). Its sound at
   from **its own direction**, through the head's response for that direction (:func:`response`);
 * **the late tail**: noise decaying at the room's RT60 (Eyring), the two ears as coherent as a diffuse
   field makes them at this head (:meth:`Head.diffuse_coherence`: one field at low frequencies, nearly
-  independent above ~1 kHz), shaped by the head's diffuse-field response and starting where the image set ends, ``t0 = (max_order + 1) ·
-  4V / (S c)`` (that many mean free paths). Its energy is what Sabine's diffuse-field theory leaves for
+  independent above ~1 kHz), shaped by the head's diffuse-field response and starting where the image
+  set ends, ``t0 = (max_order + 1) · 4V / (S c)`` (that many mean free paths). Its energy is what Sabine's diffuse-field theory leaves for
   ``t > t0``: ``E = 16π / R · exp(−13.8 t0 / RT60)`` relative to the direct sound at 1 m, with
   ``R = S ᾱ / (1 − ᾱ)`` the room constant (Kuttruff, *Room Acoustics*, ch. 5).
 
