@@ -205,3 +205,56 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     grid_cfg = {**full, "visual_tokens": "grid", "grid": [2, 4], "frame_size": [32, 64]}
     model = Stage1Model(grid_cfg)
     assert model.encoder.grid == (2, 4) and model.encoder.cell_centres.shape == (8, 2)
+
+
+def _spots(factor: int, k: int = 3) -> VisualEncoder:
+    torch.manual_seed(0)
+    enc = VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES["cnn"], tokens="grid",
+                        grid=(1, k), grid_pool="spots", num_pos_freqs=3).eval()
+    return _pixel_features(enc, factor)
+
+
+def test_spots_of_a_mirrored_frame_are_the_mirrored_spots():
+    """Spot k of the mirrored frame holds spot k's features at cx -> 1 - cx (no reordering: a spot is a
+    learned score map, not a place)."""
+    enc = _spots(8)
+    torch.nn.init.normal_(enc.cell_score.weight, std=2.0)  # scores that vary, so the centroids move off the centre
+    scene = torch.rand(B, L, 3, 56, 112, generator=torch.Generator().manual_seed(7))
+    cells, pos = enc.grid_cells(scene)
+    cells_m, pos_m = enc.grid_cells(scene.flip(-1))
+    torch.testing.assert_close(cells_m, cells, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pos_m[..., 0], 1 - pos[..., 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(pos_m[..., 1], pos[..., 1], rtol=0, atol=1e-6)
+    assert (pos[..., 0] - 0.5).abs().amax() > 1e-2 and not torch.allclose(pos[..., 0, 0], pos[..., 1, 0])
+
+
+@pytest.mark.parametrize("x0,y0", [(80, 16), (8, 40), (48, 8)])
+def test_a_spot_sits_where_what_it_scores_is(x0, y0):
+    """A spot that scores brightness, on a dark frame with one bright 8 x 8 square, is placed at the square's
+    centre (x and y not swapped, in [0, 1] of the frame) and holds the square's features."""
+    enc = _spots(4, k=1)
+    with torch.no_grad():
+        enc.cell_score.weight.zero_()
+        enc.cell_score.weight[0, :3] = 40.0  # score = 40 x (R + G + B): the bright pixels win the softmax
+    scene = torch.zeros(1, L, 3, 64, 112)
+    scene[..., y0:y0 + 8, x0:x0 + 8] = 1.0
+    cells, pos = enc.grid_cells(scene)
+    torch.testing.assert_close(pos[0, :, 0], torch.tensor([[(x0 + 4) / 112, (y0 + 4) / 64]] * L), rtol=0, atol=1e-4)
+    torch.testing.assert_close(cells[0, :, 0, :3], torch.ones(L, 3), rtol=0, atol=1e-4)
+
+
+def test_spots_get_a_coarse_position_encoding_by_default(tmp_path):
+    from DiffBinaural.model import Stage1Model
+    from DiffBinaural.utils.arguments import model_config, train_parser
+
+    base = ["--data_root", "-", "--list_train", "-", "--list_val", "-", "--config", "micro"]
+    parse = train_parser("t").parse_args
+    assert model_config(parse(base))["pos_freqs"] == 8
+    spots = model_config(parse([*base, "--grid_pool", "spots"]))
+    assert spots["pos_freqs"] == 3 and model_config(parse([*base, "--grid_pool", "spots", "--pos_freqs", "5"]))[
+        "pos_freqs"] == 5
+    model = Stage1Model({**spots, "visual_tokens": "grid", "grid": [1, 4], "frame_size": [32, 64]})
+    assert model.encoder.pos_proj.in_features == 4 * 3 and model.encoder.cell_score.out_channels == 4
+    old = tmp_path / "config.json"  # a run from before the key: the 8 frequencies it was trained with
+    old.write_text(json.dumps({k: v for k, v in model_config(parse(base)).items() if k != "pos_freqs"}))
+    assert load_model_config(str(old))["pos_freqs"] == 8
