@@ -5,8 +5,7 @@ Two kinds of token, chosen by ``tokens`` (config key ``visual_tokens``):
 * **box tokens** (``boxes``): one per (frame l, source slot n), from the source's crop and box centre;
 * **grid tokens** (``grid``): one per (frame l, cell), from the backbone's feature map of the whole
   frame *before* its global pool, average-pooled to ``grid = (GY, GX)`` cells, placed at the cell
-  centre ``((j + 0.5) / GX, (i + 0.5) / GY)`` (or found by learned attention: ``grid_pool``,
-  :meth:`VisualEncoder.grid_cells`). Where no detector gives boxes (FAIR-Play, a user's
+  centre ``((j + 0.5) / GX, (i + 0.5) / GY)``. Where no detector gives boxes (FAIR-Play, a user's
   video) this keeps where things are in the frame, as the field's systems do (Mono2Binaural tiles a
   ResNet feature map into its bottleneck; Gao & Grauman 2019);
 * ``both``: the two sets, told apart by a learned type embedding.
@@ -54,7 +53,7 @@ from torch import nn
 from .blocks import group_norm
 
 BACKBONES = ("cnn", "resnet18", "clip")
-GRID_POOLS = ("mean", "attention", "spots")
+GRID_POOLS = ("mean", "attention")
 # Recommended hub ids (pass them as ``pretrained``; a local folder made by save_pretrained works too).
 DEFAULT_PRETRAINED = {"resnet18": "microsoft/resnet-18", "clip": "openai/clip-vit-base-patch32"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -129,11 +128,11 @@ class VisualEncoder(nn.Module):
             cnn/resnet18 and the backbone's ``config.image_size`` for clip.
         backbone_config: kwargs for ``ResNetConfig`` / ``CLIPVisionConfig`` (or ``{"channels": [...],
             "groups": g}`` for cnn), to build tiny random backbones in tests.
-        num_pos_freqs: frequencies per axis of the token positions' Fourier encoding (:func:`fourier_features`).
+        num_pos_freqs: frequencies per axis of the box-centre encoding.
         dropout: dropout in the token MLP.
         tokens: ``boxes`` | ``grid`` | ``both`` (module docstring).
         grid: ``(GY, GX)`` cells of the grid tokens (required with ``grid`` / ``both``).
-        grid_pool: ``mean`` | ``attention`` | ``spots``: how the map becomes tokens (:meth:`grid_cells`).
+        grid_pool: ``mean`` | ``attention``: how a cell pools its part of the map (:meth:`grid_cells`).
     """
 
     def __init__(
@@ -205,10 +204,6 @@ class VisualEncoder(nn.Module):
         if self.use_grid and grid_pool == "attention":
             self.cell_score = nn.Conv2d(feat_dim, 1, 1)
             nn.init.zeros_(self.cell_score.weight)
-            nn.init.zeros_(self.cell_score.bias)
-        if self.use_grid and grid_pool == "spots":  # a score map per spot; small random weights break the tie
-            self.cell_score = nn.Conv2d(feat_dim, self.grid[0] * self.grid[1], 1)
-            nn.init.normal_(self.cell_score.weight, std=0.02)
             nn.init.zeros_(self.cell_score.bias)
         if tokens == "both":
             self.type_embed = nn.Embedding(2, dim)  # 0 = grid cell, 1 = box
@@ -321,7 +316,7 @@ class VisualEncoder(nn.Module):
 
     def grid_cells(self, scene: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, 3, H, W) whole frames -> cell features (B, L, GY·GX, feat_dim) and cell positions
-        (B, L, GY·GX, 2) in [0, 1], cells row-major (``spots``: the K = GY·GX spots in order).
+        (B, L, GY·GX, 2) in [0, 1], cells row-major.
 
         The cells are the bins of :func:`torch.nn.functional.adaptive_avg_pool2d` over the feature map
         (bin j spans ``[floor(j w / GX), ceil((j + 1) w / GX))``: left-right symmetric, so a mirrored
@@ -329,11 +324,6 @@ class VisualEncoder(nn.Module):
         places the token at the cell centre; ``"attention"`` weights each bin's positions by a
         softmax of a learned score (a 1x1 conv) and places the token at that weighted centroid, so a
         cell says *where* inside it its content is (initialised to the plain mean: the score starts at 0).
-        ``"spots"`` drops the cells: K = GY·GX learned softmaxes over the *whole* map (a 1x1 conv gives K
-        score maps), each spot's token the weighted mean of the features placed at its weighted centroid:
-        a continuous position, as a box centre is, found without boxes (attention pooling with learned
-        queries, cf. slot attention, Locatello et al. 2020). A learned position moves from frame to frame,
-        so it wants a coarse position encoding (``num_pos_freqs`` 3; docs/experiments.md).
         """
         b, n_frames = scene.shape[:2]
         fmap = self.feature_map(scene.flatten(0, 1))  # (B·L, C, h, w)
@@ -341,12 +331,6 @@ class VisualEncoder(nn.Module):
         if self.grid_pool == "mean":
             cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B·L, G, C)
             pos = self.cell_centres.expand(fmap.shape[0], -1, -1)
-        elif self.grid_pool == "spots":
-            h, w = fmap.shape[-2:]
-            weight = self.cell_score(fmap).flatten(2).softmax(dim=-1).view(fmap.shape[0], -1, h, w)  # (B·L, K, h, w)
-            cells = torch.einsum("nkyx,ncyx->nkc", weight, fmap)
-            ys, xs = ((torch.arange(n, device=fmap.device, dtype=fmap.dtype) + 0.5) / n for n in (h, w))
-            pos = torch.stack([torch.einsum("nkyx,x->nk", weight, xs), torch.einsum("nkyx,y->nk", weight, ys)], -1)
         else:
             h, w = fmap.shape[-2:]
             rows, cols = _bins(h, self.grid[0], fmap), _bins(w, self.grid[1], fmap)  # (GY, h), (GX, w)

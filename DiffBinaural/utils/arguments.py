@@ -28,7 +28,7 @@ MODEL_KEYS = (
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
     "interaural_phase", "residual_scale", "box_source", "visual_tokens", "grid", "frame_size",
-    "grid_pool", "side_weight", "pos_freqs",
+    "grid_pool", "side_weight",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
@@ -36,9 +36,7 @@ MODEL_KEYS = (
 # its data, not by a flag; None = a run from before it was recorded.
 # visual_tokens / grid / frame_size: runs from before grid tokens had box tokens only.
 OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None, "visual_tokens": "boxes",
-                 "grid": None, "frame_size": None, "grid_pool": "mean", "side_weight": 0.0,
-                 "pos_freqs": 8}
-SPOT_POS_FREQS = 3  # --pos_freqs with --grid_pool spots (docs/experiments.md: with 8 the model ignored the picture)
+                 "grid": None, "frame_size": None, "grid_pool": "mean", "side_weight": 0.0}
 DATA_KEYS = ("box_source",)  # model keys the trainer fills from its dataset
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config", *DATA_KEYS))
@@ -118,14 +116,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid", type=int, nargs=2, default=None, metavar=("GY", "GX"),
                    help="grid tokens: cells per frame (default: 4 rows, columns to suit --frame_size's aspect, "
                         "4 x 8 for 2:1 frames)")
-    g.add_argument("--grid_pool", choices=("mean", "attention", "spots"), default="mean",
-                   help="grid tokens: average each cell of the feature map at its centre (mean), pool it with "
-                        "learned attention and place the token at the attention's centroid (attention), or drop "
-                        "the cells: GY x GX learned attention maps over the whole frame, each token at its "
-                        "map's centroid (spots)")
-    g.add_argument("--pos_freqs", type=int, default=None,
-                   help="frequencies per axis of the tokens' Fourier position encoding (default 8; 3 with "
-                        "--grid_pool spots, whose positions move from frame to frame)")
+    g.add_argument("--grid_pool", choices=("mean", "attention"), default="mean",
+                   help="grid tokens: average each cell of the feature map at its centre, or pool it with learned "
+                        "attention and place the token at the attention's centroid")
     g.add_argument("--frame_size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="grid tokens: the whole frame is resized keeping its aspect into H x W (centred, zero "
                         "borders); default: the training frames' aspect, short side max(--img_size, 64)")
@@ -246,8 +239,6 @@ def model_config(args: argparse.Namespace) -> dict:
     cfg = {k: getattr(args, k) for k in MODEL_KEYS if k not in ("mel", *DATA_KEYS)}
     cfg.update({k: OPTIONAL_KEYS[k] for k in DATA_KEYS})
     cfg["mel"] = MelConfig.from_json(args.mel_config).to_dict()
-    if cfg["pos_freqs"] is None:
-        cfg["pos_freqs"] = SPOT_POS_FREQS if cfg["grid_pool"] == "spots" else OPTIONAL_KEYS["pos_freqs"]
     if cfg["arch_frame"] == "cnn" or cfg["pretrained_frame"] in (None, "none"):
         cfg["pretrained_frame"] = None  # the cnn is always trained from scratch
     elif cfg["pretrained_frame"] == "auto":
