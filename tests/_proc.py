@@ -6,10 +6,18 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMP_NAME = re.compile(r"\.tmp\d+(\.npy)?$")  # atomic_save / atomic_write_text / write_clip temp files
+
+
+def python() -> str:
+    """The interpreter a test runs a script with: the warm fork server's client in a test session
+    (tests/_zygote.py, started by conftest.py), else this one. Runs that are SIGKILLed at a chosen
+    moment use ``sys.executable``."""
+    return os.environ.get("DIFFBINAURAL_TEST_PYTHON", sys.executable)
 
 
 def env(**extra) -> dict:

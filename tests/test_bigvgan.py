@@ -6,8 +6,8 @@ import copy
 import json
 import os
 import subprocess
-import sys
 
+import _proc
 import numpy as np
 import pytest
 import soundfile as sf
@@ -329,7 +329,7 @@ def test_vocoder_dataset_refuses_bad_mel_dirs(tmp_path):
 
 
 def _script(name, *args, timeout=300):
-    return subprocess.run([sys.executable, os.path.join(REPO, "BigVGAN", name), *map(str, args)],
+    return subprocess.run([_proc.python(), os.path.join(REPO, "BigVGAN", name), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
 

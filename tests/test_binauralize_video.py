@@ -9,9 +9,9 @@ import logging
 import os
 import struct
 import subprocess
-import sys
 from fractions import Fraction
 
+import _proc
 import av
 import numpy as np
 import pytest
@@ -162,7 +162,7 @@ def check_video_out(src, out, *, seconds, declared=None):
 def test_cli_mp4_in_mp4_out_with_the_videos_own_audio(run_dir, tmp_path):
     src = make_media(tmp_path / "in.mp4", audio=signal(44100), sr=44100)
     out = tmp_path / "out.mp4"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "binauralize.py"), "--video", src, "--stage1", run_dir,
+    proc = subprocess.run([_proc.python(), os.path.join(REPO, "binauralize.py"), "--video", src, "--stage1", run_dir,
                            "--out", out, "--steps", "2", "--report", tmp_path / "page"], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -264,7 +264,7 @@ def test_python_api_equals_the_cli_and_does_not_reload(run_dir, b, tmp_path, mon
     mono = signal(22050)[0] * 0.8
     sf.write(tmp_path / "mono.wav", mono, 22050, subtype="FLOAT")
     cli_out = tmp_path / "cli.wav"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "binauralize.py"), "--frames", frames, "--mono",
+    proc = subprocess.run([_proc.python(), os.path.join(REPO, "binauralize.py"), "--frames", frames, "--mono",
                            tmp_path / "mono.wav", "--stage1", run_dir, "--out", cli_out, "--steps", "2"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -8,8 +8,8 @@ import csv
 import json
 import os
 import subprocess
-import sys
 
+import _proc
 import numpy as np
 import pytest
 import torch
@@ -173,7 +173,7 @@ def test_prepare_detections_writes_the_realbinaural_csv(yolos_dir, tmp_path):
     _frames(root / "clip_a", n=3)
     _frames(root / "clip_b", n=5)
     out = tmp_path / "det" / "detection_results.csv"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "DiffBinaural", "prepare_detections.py"), "--frames_root",
+    proc = subprocess.run([_proc.python(), os.path.join(REPO, "DiffBinaural", "prepare_detections.py"), "--frames_root",
                            root, "--out", out, "--detector", yolos_dir, "--queries", "person", "--threshold", "0.5"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

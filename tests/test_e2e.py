@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
+import _proc
 import numpy as np
 import pytest
 import soundfile as sf
@@ -20,7 +20,7 @@ TINY1 = [*MICRO, "--workers", "0", "--target", "residual", "--prediction_type", 
 
 
 def _run(*args, timeout=300):
-    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    proc = subprocess.run([_proc.python(), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stderr[-3000:]}"
     return proc
 
@@ -131,7 +131,7 @@ def test_whole_pipeline(tmp_path):
         _run("binauralize.py", *flags, "--out", tmp_path / "out_pieces.wav", "--stream_frames", 40)
         pieces, _ = sf.read(tmp_path / "out_pieces.wav")
         np.testing.assert_allclose(pieces, out, atol=1.01 / 32768, rtol=0)
-    proc = subprocess.run([sys.executable, "binauralize.py", "--mono", tmp_path / "in.wav", "--video",
+    proc = subprocess.run([_proc.python(), "binauralize.py", "--mono", tmp_path / "in.wav", "--video",
                            tmp_path / "clip.mp4", "--stage1", ck / "s1", "--renderer", "vocoder", "--out", tmp_path / "x.wav"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and "--renderer vocoder needs --vocoder" in proc.stderr
@@ -149,7 +149,7 @@ def test_whole_pipeline(tmp_path):
              ("short.wav", "missing.mp4", "missing.mp4", "not found"),
              ("short.wav", "broken.mp4", "broken.mp4", "")]
     for wav, video, named, problem in cases:
-        proc = subprocess.run([sys.executable, "binauralize.py", "--mono", tmp_path / wav, "--video", tmp_path / video,
+        proc = subprocess.run([_proc.python(), "binauralize.py", "--mono", tmp_path / wav, "--video", tmp_path / video,
                                "--stage1", ck / "s1", "--vocoder", g, "--out", tmp_path / "x.wav"],
                               capture_output=True, text=True, cwd=REPO, timeout=300)
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]

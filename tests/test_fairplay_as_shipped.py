@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
+import _proc
 import h5py
 import librosa
 import numpy as np
@@ -32,7 +32,7 @@ NUM_CLIPS = 10
 
 
 def _run(*args, ok=True):
-    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run([_proc.python(), *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO)
     if ok:
         assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stderr[-3000:]}"
     return proc

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import _proc
 import av
 import h5py
 import numpy as np
@@ -69,7 +70,7 @@ def _download(root):
 
 
 def _run(*args, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run([_proc.python(), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

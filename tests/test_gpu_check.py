@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
+import _proc
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,7 +17,7 @@ STEPS = ["cuda_tests", "data", "stage1_fp32", "stage1_both_bf16", "ddp_2proc", "
 
 @pytest.mark.slow
 def test_gpu_check_runs_every_step_on_cpu(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": _proc.python()}
     proc = subprocess.run(["bash", os.path.join(REPO, "bench", "gpu_check.sh"), "--device", "cpu"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     log = (tmp_path / "gpu_check_cpu.log").read_text()

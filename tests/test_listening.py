@@ -8,8 +8,8 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
+import _proc
 import numpy as np
 import pytest
 import soundfile as sf
@@ -40,7 +40,7 @@ def run(tmp_path_factory):
         left = librosa.resample(np.stack([gt[:, 0], gt[:, 0]]), orig_sr=sr, target_sr=16000)
         sf.write(root / "left" / wav_path.name, left.T, 16000)
     out = root / "page"
-    proc = subprocess.run([sys.executable, "-m", "DiffBinaural.report", "--out_dir", out, "--html",
+    proc = subprocess.run([_proc.python(), "-m", "DiffBinaural.report", "--out_dir", out, "--html",
                            "--pred_dirs", f"copy={root / 'copy'}", f"left only={root / 'left'}", "--gt_dir", gt_dir,
                            "--mono_dir", data / layout.RB_MONO_DIR, "--frames_root", data / layout.RB_FRAMES_DIR,
                            "--boxes", data / layout.RB_DETECTIONS, "--excerpt_seconds", "1.0",

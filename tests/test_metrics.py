@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
+import _proc
 import librosa
 import numpy as np
 import pytest
@@ -212,11 +212,11 @@ def test_cli_one_line_errors(tmp_path):
         if case == "mono_pred":
             bad = os.path.join(pred_dir, "clip0_binaural_generated.wav")
             write(bad, source()[None, :SR])
-            cmd = [sys.executable, os.path.join(REPO, "DiffBinaural", "evaluate.py")]
+            cmd = [_proc.python(), os.path.join(REPO, "DiffBinaural", "evaluate.py")]
         else:
             bad = os.path.join(pred_dir, "zz_no_gt.wav")
             write(bad, binaural()[:, :SR])
-            cmd = [sys.executable, "-m", "DiffBinaural.evaluate"]
+            cmd = [_proc.python(), "-m", "DiffBinaural.evaluate"]
         out = tmp_path / case / "m.json"
         cmd += ["--pred_dir", pred_dir, "--gt_dir", gt_dir, "--out", str(out), "--no-pesq"]
         procs[case] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

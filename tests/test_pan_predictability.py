@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import _proc
 import numpy as np
 import pytest
 
@@ -40,7 +41,7 @@ def test_the_position_predictor_uses_the_azimuth(clips):
 
 def test_the_command_prints_and_writes_its_figures(clips, tmp_path):
     data, _ = clips
-    proc = subprocess.run([sys.executable, "bench/pan_predictability.py", "--data", str(data), "--out",
+    proc = subprocess.run([_proc.python(), "bench/pan_predictability.py", "--data", str(data), "--out",
                            str(tmp_path / "pan.json")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "24 single-source clips (6 held out)" in proc.stdout and "position only" in proc.stdout

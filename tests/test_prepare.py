@@ -3,9 +3,9 @@
 import csv
 import os
 import subprocess
-import sys
 from fractions import Fraction
 
+import _proc
 import av
 import numpy as np
 import pytest
@@ -74,9 +74,9 @@ def closest_colour(pixel):
 
 def run_cli(*args, module=False):
     cmd = (
-        [sys.executable, "-m", "DiffBinaural.prepare_frames"]
+        [_proc.python(), "-m", "DiffBinaural.prepare_frames"]
         if module
-        else [sys.executable, os.path.join(REPO, "DiffBinaural", "prepare_frames.py")]
+        else [_proc.python(), os.path.join(REPO, "DiffBinaural", "prepare_frames.py")]
     )
     return subprocess.run(cmd + list(map(str, args)), capture_output=True, text=True, cwd=REPO, timeout=120)
 

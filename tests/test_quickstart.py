@@ -11,8 +11,8 @@ import json
 import os
 import re
 import subprocess
-import sys
 
+import _proc
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,7 @@ def at_test_size(command: str) -> str:
     for flag, value in SIZES.items():
         command = re.sub(rf"{flag} \S+", f"{flag} {value}", command)
     command = command.replace("g_00002000", "g_00000002")  # --max_steps 2000 -> 2
-    command = re.sub(r"^python ", f"{sys.executable} ", command)
+    command = re.sub(r"^python ", f"{_proc.python()} ", command)
     return re.sub(r"(?<=\s)((?:DiffBinaural|BigVGAN)/\S+)", lambda m: os.path.join(REPO, m.group(1)), command)
 
 

@@ -70,7 +70,7 @@ def reference(data, tmp_path_factory):
 
 
 def _script(script: str, args: list, timeout: float = 240, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([_proc.python(), script, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=_proc.env(**env), cwd=REPO)
 
 

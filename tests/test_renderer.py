@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import _proc
 import numpy as np
 import pytest
 import soundfile as sf
@@ -207,7 +208,6 @@ def test_render_cli_output_and_one_line_errors(tmp_path):
     ignored; a clip whose mels do not match its mono, or a missing phase file, is one error line."""
     import os
     import subprocess
-    import sys
 
     from binaural_core.mel_dir import write_clip, write_meta
 
@@ -220,7 +220,7 @@ def test_render_cli_output_and_one_line_errors(tmp_path):
     write_meta(str(mels), mel_cfg=CFG, split="test", names=["a"], phase=True)
 
     def run(*extra):
-        return subprocess.run([sys.executable, "DiffBinaural/render.py", "--mel_dir", str(mels), "--split", "test",
+        return subprocess.run([_proc.python(), "DiffBinaural/render.py", "--mel_dir", str(mels), "--split", "test",
                                "--mono_dir", str(mono_dir), "--output_dir", str(tmp_path / "out"), *extra],
                               capture_output=True, text=True, cwd=repo, timeout=120)
 

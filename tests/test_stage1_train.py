@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
+import _proc
 import numpy as np
 import pytest
 import torch
@@ -87,7 +87,7 @@ def test_checkpoint_files_rebuild_the_model(data, tmp_path):
 
 def test_two_cpu_workers_stay_in_sync(data, tmp_path):
     """--num_gpus 2 on a CPU machine: 2 gloo workers; the trainer checks the replicas at every save."""
-    cmd = [sys.executable, os.path.join(REPO, "DiffBinaural", "train_realBinaural.py"),
+    cmd = [_proc.python(), os.path.join(REPO, "DiffBinaural", "train_realBinaural.py"),
            *map(str, ["--id", "run", "--data_root", data, "--ckpt", tmp_path, "--num_gpus", 2,
                       "--list_train", data / "splits" / "train.csv", "--list_val", data / "splits" / "val.csv",
                       "--batch_size_per_gpu", 1, "--max_steps", 4, "--save_every", 2, "--num_epoch", 50,

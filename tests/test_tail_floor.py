@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import _proc
 import pytest
 
 from binaural_core.audio import BadInputError, load_wav
@@ -24,7 +25,7 @@ FLAGS = ["--num_clips", "3", "--seconds", "1", "--seed", "2", "--room", "image_s
 @pytest.fixture(scope="module")
 def twins(tmp_path_factory):
     work = tmp_path_factory.mktemp("floor")
-    proc = subprocess.run([sys.executable, "bench/tail_floor.py", "--work", str(work), "--out", str(work / "f.json"),
+    proc = subprocess.run([_proc.python(), "bench/tail_floor.py", "--work", str(work), "--out", str(work / "f.json"),
                            *FLAGS], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "3 clips" in proc.stdout and "tail floor" in proc.stdout

@@ -52,7 +52,7 @@ def audio(tmp_path_factory):
 
 
 def _run(script, *args, timeout=300):
-    return subprocess.run([sys.executable, os.path.join(SCRIPTS, script), *map(str, args)], capture_output=True,
+    return subprocess.run([_proc.python(), os.path.join(SCRIPTS, script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=_proc.env(), cwd=_proc.REPO)
 
 
