@@ -24,7 +24,7 @@ sys.exit(int(os.environ.get("ZT_CODE", "0")))
 """
 
 
-def _both(tmp_path, *args, **kwargs):
+def _both(*args, **kwargs):
     """The same command through the client and through the real interpreter."""
     return [subprocess.run([py, *map(str, args)], capture_output=True, text=True, timeout=120, **kwargs)
             for py in (_proc.python(), sys.executable)]
@@ -45,19 +45,19 @@ def test_the_server_is_running_in_this_session():
 
 def test_a_script_sees_its_argv_cwd_env_stdin_and_returns_its_status(script, tmp_path):
     env = {**os.environ, "ZT": "yes", "ZT_CODE": "7"}
-    forked, real = _both(tmp_path, script, "a b", "--x", cwd=tmp_path, env=env, input="piped\n")
+    forked, real = _both(script, "a b", "--x", cwd=tmp_path, env=env, input="piped\n")
     assert forked.returncode == real.returncode == 7
     assert forked.stdout == real.stdout and forked.stderr == real.stderr
     assert f"cwd {tmp_path}" in forked.stdout and "env yes" in forked.stdout and "stdin piped" in forked.stdout
     assert f"path0 {script.parent}" in forked.stdout and "argv ['a b', '--x'] name __main__" in forked.stdout
 
 
-def test_a_module_an_exception_and_a_string_exit_are_reported_as_python_reports_them(tmp_path):
-    forked, real = _both(tmp_path, "-m", "DiffBinaural.dataset.synthetic", "--num_clips", "x")
+def test_a_module_an_exception_and_a_string_exit_are_reported_as_python_reports_them():
+    forked, real = _both("-m", "DiffBinaural.dataset.synthetic", "--num_clips", "x")
     assert forked.returncode == real.returncode == 2 and forked.stderr == real.stderr
-    forked, real = _both(tmp_path, "-c", "raise ValueError('boom')")
+    forked, real = _both("-c", "raise ValueError('boom')")
     assert forked.returncode == real.returncode == 1 and "ValueError: boom" in forked.stderr
-    forked, real = _both(tmp_path, "-c", "import sys; sys.exit('stopped')")
+    forked, real = _both("-c", "import sys; sys.exit('stopped')")
     assert forked.returncode == real.returncode == 1 and forked.stderr == real.stderr == "stopped\n"
 
 
@@ -85,7 +85,7 @@ def test_a_signal_reaches_the_child_and_killing_the_client_kills_the_child(tmp_p
     _assert_stopped(marker)
 
 
-def test_without_a_server_the_client_is_the_real_interpreter(script, tmp_path):
+def test_without_a_server_the_client_is_the_real_interpreter():
     env = {k: v for k, v in os.environ.items() if k != "DIFFBINAURAL_ZYGOTE"}
     proc = subprocess.run([_proc.python(), "-c", "import sys; print(sys.argv, 'torch' in sys.modules)", "z"],
                           capture_output=True, text=True, timeout=60, env=env)
