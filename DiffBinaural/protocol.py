@@ -102,9 +102,11 @@ def run_split(run: str, lists: dict[str, str], args) -> str:
             if step == "train":
                 raise BadInputError(done, f"{run} was trained with other flags (this file holds its command); "
                                           "give another --out, or delete the split's folder to retrain")
-        redo = True  # its outputs change: the steps after it are redone too
-        if os.path.isfile(done):
-            os.remove(done)
+        if not redo:  # its outputs change: this step and every later one are stale until they run again
+            for later in STEPS[STEPS.index(step):]:
+                if os.path.isfile(os.path.join(split_dir, f"{later}.done")):
+                    os.remove(os.path.join(split_dir, f"{later}.done"))
+        redo = True
         print(f"{run}: {step} ... (log: {os.path.join(split_dir, step + '.log')})", flush=True)
         with open(os.path.join(split_dir, f"{step}.log"), "a") as log:
             log.write("$ " + shlex.join(cmd) + "\n")

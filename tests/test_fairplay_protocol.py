@@ -175,19 +175,49 @@ def test_protocol_on_two_splits_killed_and_resumed(prepared, tmp_path):
     assert "train_fairplay.py" in run["argv"][0] and {"commit", "dirty"} <= set(run["git"])
     assert run["versions"]["torch"] and run["world_size"] == 1
     assert "5split_2" in (out / "table.md").read_text()
-    # the same --out with other training flags: refused, not silently mixed into the table
-    other = [str(c) for c in cmd]
-    other[other.index(TRAIN)] = TRAIN.replace("--max_steps 2", "--max_steps 3")
-    proc = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "was trained with other flags" in proc.stderr
-    # another --test_args: the dump and everything after it are redone, training is kept (split 1 only)
-    other = [str(c) for c in cmd]
-    other[other.index("--steps 2")] = "--steps 3"
-    other[other.index("1,2")] = "1"
-    proc = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "5split_1: train done, skipped" in proc.stdout and "5split_1: dump ..." in proc.stdout
-    assert "5split_1: evaluate ..." in proc.stdout
+
+
+def test_a_step_is_skipped_only_with_the_same_command_and_a_redone_step_redoes_the_rest(tmp_path, monkeypatch, capsys):
+    """run_split's bookkeeping, with one-line steps in place of the scripts: the same commands are skipped;
+    another sampling command redoes the dump and every step after it but keeps the training; other training
+    flags are refused; a failing step names its log and leaves no .done behind."""
+    from binaural_core.audio import BadInputError
+    from DiffBinaural import protocol
+
+    trace = tmp_path / "trace.txt"
+
+    def fake(tag, fail=None):
+        def commands(run, lists, args):
+            return {step: [sys.executable, "-c", f"import sys; open({str(trace)!r}, 'a').write({step!r} + ' '); "
+                           f"sys.exit({int(step == fail)})", tag if step != "train" else args.train_args]
+                    for step in protocol.STEPS}
+        return commands
+
+    def steps_run():
+        text = trace.read_text() if trace.exists() else ""
+        trace.unlink(missing_ok=True)
+        return text.split()
+
+    args = type("Args", (), {"out": str(tmp_path / "runs"), "train_args": "--max_steps 2"})()
+    monkeypatch.setattr(protocol, "commands", fake("--steps 2"))
+    protocol.run_split("5split_1", {}, args)
+    assert steps_run() == list(protocol.STEPS)
+    protocol.run_split("5split_1", {}, args)
+    assert steps_run() == [] and capsys.readouterr().out.count("done, skipped") == 4
+    monkeypatch.setattr(protocol, "commands", fake("--steps 3"))  # another --test_args
+    protocol.run_split("5split_1", {}, args)
+    assert steps_run() == ["dump", "render", "evaluate"]
+    monkeypatch.setattr(protocol, "commands", fake("--steps 4", fail="render"))
+    with pytest.raises(BadInputError, match="5split_1: render failed"):
+        protocol.run_split("5split_1", {}, args)
+    assert steps_run() == ["dump", "render"]
+    split = tmp_path / "runs" / "5split_1"
+    assert (split / "dump.done").exists() and not (split / "render.done").exists()
+    assert not (split / "evaluate.done").exists()  # stale: its input was redone
+    args.train_args = "--max_steps 3"
+    with pytest.raises(BadInputError, match="was trained with other flags"):
+        protocol.run_split("5split_1", {}, args)
+    assert steps_run() == []
 
 
 def test_split_choice_on_the_synthetic_fairplay_layout(tmp_path):
