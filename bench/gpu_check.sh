@@ -49,12 +49,16 @@ if [ "$DEVICE" = cpu ]; then
     export CUDA_VISIBLE_DEVICES=""  # the CPU path, even on a GPU machine
     CLIPS=8; SECONDS_PER_CLIP=1.5; TRAIN_STEPS=2; BATCH=2; VOC_STEPS=2  # 4 train clips: a batch on 2 ranks
     MODEL=(--config micro)
+    # Loader workers in stage1_fp32 only: each epoch spawns them afresh (imports torch), on 2 CPU cores that
+    # was 40 of the 52 s of the 2-rank run
+    LATER_WORKERS=0
     BENCH_S1=(--sizes tiny --batches 1 --repeats 1 --tokens both)  # both: the box and the grid code paths at once
     BENCH_VOC=(--configs tiny --seconds 0.5 --repeats 1)
     VOC_CONFIG=BigVGAN/configs/bigvgan_tiny.json
 else
     CLIPS=40; SECONDS_PER_CLIP=4; TRAIN_STEPS=30; BATCH=8; VOC_STEPS=20  # 20 train clips: a batch on 2 ranks
     MODEL=(--config gpu)  # the preset GPU users are given
+    LATER_WORKERS=2
     BENCH_S1=(--sizes tiny default --batches 1 8 32)
     BENCH_VOC=(--seconds 10)
     VOC_CONFIG=BigVGAN/configs/bigvgan_binaural_22khz_80band_256x.json
@@ -93,12 +97,13 @@ for amp in "${AMPS[@]}"; do
     step "$name" "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" --id "$name" --amp "$amp"
 done
 # box and grid tokens together (the whole frame's feature map) under bf16 autocast
-step stage1_both_bf16 "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" --id both --amp bf16 --visual_tokens both
+step stage1_both_bf16 "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" --id both --amp bf16 --visual_tokens both \
+    --workers "$LATER_WORKERS"
 if [ "$DEVICE" = cuda ] && [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -lt 2 ]; then
     step ddp_2proc env DIFFBINAURAL_DIST_BACKEND=gloo "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" \
-        --id ddp --num_gpus 2
+        --id ddp --num_gpus 2 --workers "$LATER_WORKERS"
 else
-    step ddp_2proc "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" --id ddp --num_gpus 2
+    step ddp_2proc "$PY" DiffBinaural/train_realBinaural.py "${S1[@]}" --id ddp --num_gpus 2 --workers "$LATER_WORKERS"
 fi
 step vocoder_step "$PY" BigVGAN/train_binaural_mel.py --config "$VOC_CONFIG" --audio_dir "$D/processed/binaural_audios_22050Hz" \
     --train_list "$D/splits/train.csv" --val_list "$D/splits/val.csv" --checkpoint_path "$WORK/vocoder" \
