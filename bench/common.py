@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from binaural_core.audio import LEFT, RIGHT, load_wav
@@ -11,8 +13,13 @@ from DiffBinaural.dataset import layout
 
 
 def ear_mels(data_root: str, name: str, cfg: MelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One RealBinaural clip's binaural wav ``(2, S)`` at the mel rate and its ln-mels ``(2, M, T)`` (left, right)."""
-    wav = load_wav(layout.rb_paths(data_root, name)["binaural"], sampling_rate=cfg.sampling_rate, channels=2)
+    """One clip's binaural wav ``(2, S)`` at the mel rate and its ln-mels ``(2, M, T)`` (left, right); a RealBinaural
+    layout, else a FAIR-Play one (the synthetic generator's ``--format fairplay``; resampled to the mel rate, as
+    the FAIR-Play loader does)."""
+    path = layout.rb_paths(data_root, name)["binaural"]
+    fairplay = not os.path.isfile(path)
+    path = layout.fp_paths(data_root, name)["binaural"] if fairplay else path
+    wav = load_wav(path, sampling_rate=cfg.sampling_rate, channels=2, resample_ok=fairplay)
     return wav, np.stack([mel_numpy(wav[e], cfg) for e in (LEFT, RIGHT)])
 
 
