@@ -205,37 +205,3 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     grid_cfg = {**full, "visual_tokens": "grid", "grid": [2, 4], "frame_size": [32, 64]}
     model = Stage1Model(grid_cfg)
     assert model.encoder.grid == (2, 4) and model.encoder.cell_centres.shape == (8, 2)
-
-
-def test_the_cell_gate_scales_each_token_by_what_its_cell_shows_and_mirrors_exactly():
-    """--grid_gate: starts as the plain grid scaled by 0.5; a cell whose content closes the gate gives a
-    zero token while the others keep theirs; a mirrored frame still gives exactly the mirrored tokens."""
-    torch.manual_seed(0)
-    gated = _pixel_features(VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES["cnn"],
-                                          tokens="grid", grid=(4, 8), grid_gate=True).eval(), 8)
-    plain = _pixel_features(_encoder(grid=(4, 8)), 8)
-    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if not k.startswith("cell_gate")})
-    scene = torch.rand(B, L, 3, 64, 128, generator=torch.Generator().manual_seed(7))
-    torch.testing.assert_close(gated(scene=scene)[0], 0.5 * plain(scene=scene)[0])
-    # the gate reads the first feature channel (= the red pixels here): a black-red cell is closed
-    with torch.no_grad():
-        gated.cell_gate.weight.zero_()
-        gated.cell_gate.weight[0, 0] = 200.0
-        gated.cell_gate.bias.fill_(-100.0)
-    scene[:, :, 0] = 1.0
-    scene[0, 1, 0, 16:32, 96:112] = 0.0  # frame 1 of item 0, cell row 1, column 6
-    tokens = gated(scene=scene)[0].view(B, L, 4, 8, CTX)
-    closed = tokens.abs().amax(-1) < 1e-6
-    expected = torch.zeros(B, L, 4, 8, dtype=torch.bool)
-    expected[0, 1, 1, 6] = True
-    assert torch.equal(closed, expected)
-    torch.nn.init.normal_(gated.cell_gate.weight, std=1.0)  # a gate that varies from cell to cell
-    torch.nn.init.zeros_(gated.cell_gate.bias)
-    scene = torch.rand(B, L, 3, 64, 128, generator=torch.Generator().manual_seed(8))
-    tokens = gated(scene=scene)[0].view(B, L, 4, 8, CTX)
-    mirrored = gated(scene=mirror_visual({"scene": scene})["scene"])[0].view(B, L, 4, 8, CTX)
-    gated.cell_centres[:, 0] = 1.0 - gated.cell_centres[:, 0]
-    torch.testing.assert_close(mirrored, gated(scene=scene)[0].view(B, L, 4, 8, CTX).flip(3), rtol=0, atol=1e-5)
-    rebuilt = VisualEncoder(**gated.checkpoint_config())
-    assert rebuilt.cell_gate is not None and VisualEncoder(**plain.checkpoint_config()).cell_gate is None
-    assert not torch.allclose(mirrored, tokens, atol=1e-3)

@@ -133,7 +133,6 @@ class VisualEncoder(nn.Module):
         tokens: ``boxes`` | ``grid`` | ``both`` (module docstring).
         grid: ``(GY, GX)`` cells of the grid tokens (required with ``grid`` / ``both``).
         grid_pool: ``mean`` | ``attention``: how a cell pools its part of the map (:meth:`grid_cells`).
-        grid_gate: scale each cell token by ``sigmoid(w · cell_features + b)`` (:meth:`grid_tokens`).
     """
 
     def __init__(
@@ -151,7 +150,6 @@ class VisualEncoder(nn.Module):
         tokens: str = "boxes",
         grid: tuple[int, int] | None = None,
         grid_pool: str = "mean",
-        grid_gate: bool = False,
     ) -> None:
         super().__init__()
         from DiffBinaural.dataset.frames import token_parts
@@ -180,7 +178,6 @@ class VisualEncoder(nn.Module):
             tokens=tokens,
             grid=None if self.grid is None else list(self.grid),
             grid_pool=grid_pool,
-            grid_gate=grid_gate,
         )
         if grid_pool not in GRID_POOLS:
             raise ValueError(f"unknown grid_pool {grid_pool!r}; choose from {GRID_POOLS}")
@@ -208,10 +205,6 @@ class VisualEncoder(nn.Module):
             self.cell_score = nn.Conv2d(feat_dim, 1, 1)
             nn.init.zeros_(self.cell_score.weight)
             nn.init.zeros_(self.cell_score.bias)
-        self.cell_gate = nn.Linear(feat_dim, 1) if self.use_grid and grid_gate else None
-        if self.cell_gate is not None:  # starts as a uniform 0.5: the plain grid, scaled
-            nn.init.zeros_(self.cell_gate.weight)
-            nn.init.zeros_(self.cell_gate.bias)
         if tokens == "both":
             self.type_embed = nn.Embedding(2, dim)  # 0 = grid cell, 1 = box
             nn.init.normal_(self.type_embed.weight, std=0.02)
@@ -355,14 +348,7 @@ class VisualEncoder(nn.Module):
         """(B, L, 3, H, W) whole frames -> (B, L, GY·GX, dim) cell tokens (:meth:`grid_cells`)."""
         cells, positions = self.grid_cells(scene)
         pos = self.pos_proj(fourier_features(positions, self.num_pos_freqs))
-        tokens = self._finish(self.feat_proj(cells), pos, kind=0)
-        if self.cell_gate is not None:
-            # Most cells show background. A gate computed from the cell's content alone (not its position,
-            # so mirroring stays exact) lets those tokens, their keys and values, shrink towards the
-            # projections' biases, and the sound-making cells dominate the attention's weighted sum even
-            # before its softmax has learned to select them: what a box token gets for free.
-            tokens = tokens * torch.sigmoid(self.cell_gate(cells))
-        return tokens
+        return self._finish(self.feat_proj(cells), pos, kind=0)
 
     def box_tokens(
         self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
