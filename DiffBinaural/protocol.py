@@ -104,8 +104,9 @@ def run_split(run: str, lists: dict[str, str], args) -> str:
                                           "give another --out, or delete the split's folder to retrain")
         if not redo:  # its outputs change: this step and every later one are stale until they run again
             for later in STEPS[STEPS.index(step):]:
-                if os.path.isfile(os.path.join(split_dir, f"{later}.done")):
-                    os.remove(os.path.join(split_dir, f"{later}.done"))
+                stale = os.path.join(split_dir, f"{later}.done")
+                if os.path.isfile(stale):
+                    os.remove(stale)
         redo = True
         print(f"{run}: {step} ... (log: {os.path.join(split_dir, step + '.log')})", flush=True)
         with open(os.path.join(split_dir, f"{step}.log"), "a") as log:

@@ -47,10 +47,11 @@ def cell_azimuth(az: np.ndarray, columns: int, width: int, fov_deg: float) -> np
     return spatial.x_to_azimuth((cell + 0.5) / columns * width, width, fov_deg)
 
 
-def single_source_pans(data: str, max_clips: int) -> list[dict]:
+def single_source_pans(data: str, max_clips: int, columns: tuple[int, ...] = ()) -> list[dict]:
     """Per single-source clip: ``mel`` (2, M, T) left/right ln-mels, ``diff`` (M, T) their L−R, ``az`` (T,) the azimuth in each mel frame
-    (radians, from the video frames' azimuths), ``head``."""
+    (radians, from the video frames' azimuths), ``head``, and per ``columns`` GX ``az_{GX}`` (:func:`cell_azimuth`)."""
     cfg, meta = MelConfig(), synthetic.load_meta(data)
+    width, fov = meta["image_size"][0], meta.get("fov_deg", 90.0)
     clips = []
     for name, clip in meta["clips"].items():
         sounding = [s for s in clip["sources"] if not s.get("silent", False)]
@@ -62,7 +63,8 @@ def single_source_pans(data: str, max_clips: int) -> list[dict]:
         az = np.interp(frame_t, np.arange(az.size) / meta.get("fps", layout.FPS), az)
         mono = mel_numpy(mono_from_binaural(wav), cfg)
         clips.append({"mel": mel, "diff": mel[LEFT] - mel[RIGHT], "az": az, "mono": mono,
-                      "head": clip.get("head", {}).get("head", "spherical")})
+                      "head": clip.get("head", {}).get("head", "spherical"),
+                      **{f"az_{gx}": cell_azimuth(az, gx, width, fov) for gx in columns}})
         if len(clips) == max_clips:
             break
     return clips
@@ -117,7 +119,7 @@ def evaluate(clips: list[dict], columns: tuple[int, ...] = ()) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="a synthetic RealBinaural dataset root")
+    p.add_argument("--data", required=True, help="a synthetic dataset root (RealBinaural or FAIR-Play layout)")
     p.add_argument("--max_clips", type=int, default=400, help="single-source clips to read")
     p.add_argument("--columns", type=int, nargs="*", default=[], metavar="GX",
                    help="also position only from the centre of the source's cell in a grid of GX columns")
@@ -125,13 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if any(gx < 1 for gx in args.columns):
         raise SystemExit(f"error: --columns must be counts >= 1, got {args.columns}")
-    clips = single_source_pans(args.data, args.max_clips)
+    clips = single_source_pans(args.data, args.max_clips, tuple(args.columns))
     if len(clips) < 8:
         raise SystemExit(f"error: {args.data}: {len(clips)} single-source clips, need at least 8")
-    meta = synthetic.load_meta(args.data)
-    width, fov = meta["image_size"][0], meta.get("fov_deg", 90.0)
-    for clip in clips:
-        clip.update({f"az_{gx}": cell_azimuth(clip["az"], gx, width, fov) for gx in args.columns})
     result = {**evaluate(clips, tuple(args.columns)), "data": os.path.abspath(args.data), "machine": machine()}
     print(f"{args.data}: {result['clips']} single-source clips ({result['held_out']} held out); L−R × the mono "
           f"copy: static oracle {result['static_oracle_ratio']:.3f}, position only {result['position_only_ratio']:.3f}; "

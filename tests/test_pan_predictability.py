@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,8 +73,6 @@ def test_the_command_reads_the_fairplay_layout_and_scores_cell_positions(tmp_pat
     proc = subprocess.run([_proc.python(), "bench/pan_predictability.py", "--data", str(data), "--columns", "1", "64",
                            "--out", str(tmp_path / "pan.json")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    import json
-
     doc = json.loads((tmp_path / "pan.json").read_text())
     cells = doc["position_from_cells_ratio"]
     assert doc["clips"] == 12 and set(cells) == {"1", "64"} and "cell of 64 columns" in proc.stdout
