@@ -107,15 +107,15 @@ class Stage1Model(nn.Module):
             backbone=cfg["arch_frame"], dim=cfg["context_dim"], pretrained=cfg["pretrained_frame"],
             num_frames=cfg["num_frames"], image_size=cfg["img_size"],
             tokens=cfg.get("visual_tokens") or "boxes", grid=cfg.get("grid"), grid_pool=cfg.get("grid_pool") or "mean",
-            grid_saliency=bool(cfg.get("grid_saliency", False)),
         )
         self.unet = build_unet(unet_config(cfg))
 
     def encode(self, visual: dict) -> dict:
-        """Visual tokens for the UNet: ``context`` (B, T, D), ``context_mask`` (B, T) and, with
-        ``grid_saliency``, ``context_bias`` (B, T) from the visual inputs (:meth:`VisualEncoder.encode`)."""
-        return self.encoder.encode(visual.get("frames"), visual.get("positions"), visual.get("mask"),
-                                   scene=visual.get("scene"))
+        """Visual tokens for the UNet: ``context`` (B, T, D) and ``context_mask`` (B, T) from the
+        visual inputs (T: :meth:`VisualEncoder.forward`)."""
+        context, context_mask = self.encoder(visual.get("frames"), visual.get("positions"), visual.get("mask"),
+                                             scene=visual.get("scene"))
+        return {"context": context, "context_mask": context_mask}
 
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, *, mono_mel: torch.Tensor, drop_visual: torch.Tensor | None = None,

@@ -157,16 +157,13 @@ def attention_reference(
 
     Args:
         q: (B, h, Nq, d); k, v: (B, h, Nk, d).
-        attn_mask: broadcastable to (B, h, Nq, Nk): bool, True = attend; or float, added to the scores
-            (−inf = no weight), as SDPA reads it.
+        attn_mask: bool broadcastable to (B, h, Nq, Nk), True = attend.
     Returns:
         (B, h, Nq, d).
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, Nq, Nk)
-    if attn_mask is not None and attn_mask.dtype == torch.bool:
+    if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf"))
-    elif attn_mask is not None:
-        scores = scores + attn_mask
     return scores.softmax(dim=-1) @ v
 
 
@@ -242,7 +239,7 @@ class CrossAttention(nn.Module):
     attends to. Keys where ``attn_mask`` is False get zero weight.
 
     Shapes: x (B, C, M, F), context (B, K, context_dim), attn_mask (B, 1, 1, K) bool True = attend
-    (see :func:`padding_to_attn_mask`), or float logit biases (−inf = no weight) -> (B, C, M, F).
+    (see :func:`padding_to_attn_mask`) -> (B, C, M, F).
     """
 
     def __init__(

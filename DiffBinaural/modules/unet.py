@@ -278,12 +278,10 @@ class UNet(nn.Module):
         drop_visual: torch.Tensor | None,
         device: torch.device,
         dtype: torch.dtype,
-        context_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Build keys = [null token, visual tokens] and the SDPA mask.
 
-        Returns context (B, 1 + K, D) and attn_mask (B, 1, 1, 1 + K): bool, True = attend; or, with
-        ``context_bias`` (B, K), float: the bias added to every query's logits, −inf at padded keys.
+        Returns context (B, 1 + K, D) and attn_mask (B, 1, 1, 1 + K) bool, True = attend.
         """
         d = self.config.context_dim
         if context is None:
@@ -304,12 +302,7 @@ class UNet(nn.Module):
         context = self.context_norm(context).masked_fill(pad[..., None], 0.0)
         context = torch.cat([self.null_token.expand(batch, 1, d).to(context.dtype), context], dim=1)
         pad = torch.cat([torch.zeros(batch, 1, dtype=torch.bool, device=device), pad], dim=1)  # null: valid
-        if context_bias is None:
-            return context, padding_to_attn_mask(pad)
-        if context_bias.shape != (batch, k):
-            raise ValueError(f"context_bias must be (B={batch}, K={k}), got {tuple(context_bias.shape)}")
-        bias = torch.cat([context_bias.new_zeros(batch, 1), context_bias], dim=1).to(dtype)  # null: 0
-        return context, bias.masked_fill(pad, float("-inf"))[:, None, None, :]
+        return context, padding_to_attn_mask(pad)
 
     def forward(
         self,
@@ -319,7 +312,6 @@ class UNet(nn.Module):
         mono_mel: torch.Tensor,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
-        context_bias: torch.Tensor | None = None,
         drop_visual: torch.Tensor | None = None,
         drop_mono: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -331,8 +323,6 @@ class UNet(nn.Module):
             mono_mel: (B, 1, M, F) normalised mono log-mel.
             context: (B, K, context_dim) visual tokens, or None (= no visual conditioning).
             context_mask: (B, K) bool, **True = invalid / padded** token; None = all valid.
-            context_bias: (B, K) float or None: a per-token log-weight added to the logits of every
-                cross-attention query (the grid's learned saliency); None = 0, the plain softmax.
             drop_visual: (B,) bool or None; True masks all of that sample's tokens (CFG null).
             drop_mono: (B,) bool or None; True replaces that sample's mono mel by ``mono_null``.
         Returns:
@@ -363,7 +353,7 @@ class UNet(nn.Module):
         h = self.in_conv(torch.cat(inputs, dim=1))
 
         emb = self.time_embed(t).to(h.dtype)
-        ctx, attn_mask = self._key_set(b, context, context_mask, drop_visual, x_t.device, h.dtype, context_bias)
+        ctx, attn_mask = self._key_set(b, context, context_mask, drop_visual, x_t.device, h.dtype)
 
         skips = [h]
         for level in self.down:

@@ -10,13 +10,6 @@ Two kinds of token, chosen by ``tokens`` (config key ``visual_tokens``):
   ResNet feature map into its bottleneck; Gao & Grauman 2019);
 * ``both``: the two sets, told apart by a learned type embedding.
 
-With ``grid_saliency`` each cell also gets a learned score ``s = w · features + b`` (from what the cell
-shows, not where it is, so mirroring stays exact; zero at initialisation) that the UNet adds to the
-logits of every cross-attention query: a cell's weight becomes ``exp(q·k/√d + s) / Σ``. Most cells
-show background; a box token set holds only the sources, so its attention cannot miss them. The score
-lets the grid learn that selection once for all queries and layers. (Scaling a token does not select it:
-the UNet layer-normalises its context, so a multiplicative gate on the tokens is cancelled.)
-
 Each token is::
 
     token = Linear(features)                            what is there (a crop's, or a cell's)
@@ -140,7 +133,6 @@ class VisualEncoder(nn.Module):
         tokens: ``boxes`` | ``grid`` | ``both`` (module docstring).
         grid: ``(GY, GX)`` cells of the grid tokens (required with ``grid`` / ``both``).
         grid_pool: ``mean`` | ``attention``: how a cell pools its part of the map (:meth:`grid_cells`).
-        grid_saliency: give each cell a learned attention-logit bias from its features (module docstring).
     """
 
     def __init__(
@@ -158,7 +150,6 @@ class VisualEncoder(nn.Module):
         tokens: str = "boxes",
         grid: tuple[int, int] | None = None,
         grid_pool: str = "mean",
-        grid_saliency: bool = False,
     ) -> None:
         super().__init__()
         from DiffBinaural.dataset.frames import token_parts
@@ -187,7 +178,6 @@ class VisualEncoder(nn.Module):
             tokens=tokens,
             grid=None if self.grid is None else list(self.grid),
             grid_pool=grid_pool,
-            grid_saliency=grid_saliency,
         )
         if grid_pool not in GRID_POOLS:
             raise ValueError(f"unknown grid_pool {grid_pool!r}; choose from {GRID_POOLS}")
@@ -215,10 +205,6 @@ class VisualEncoder(nn.Module):
             self.cell_score = nn.Conv2d(feat_dim, 1, 1)
             nn.init.zeros_(self.cell_score.weight)
             nn.init.zeros_(self.cell_score.bias)
-        self.cell_saliency = nn.Linear(feat_dim, 1) if self.use_grid and grid_saliency else None
-        if self.cell_saliency is not None:  # starts at 0: the plain softmax over all tokens
-            nn.init.zeros_(self.cell_saliency.weight)
-            nn.init.zeros_(self.cell_saliency.bias)
         if tokens == "both":
             self.type_embed = nn.Embedding(2, dim)  # 0 = grid cell, 1 = box
             nn.init.normal_(self.type_embed.weight, std=0.02)
@@ -358,13 +344,11 @@ class VisualEncoder(nn.Module):
             cells, pos = cells.flatten(1, 2), torch.stack([cx, cy], dim=-1).flatten(1, 2)
         return cells.view(b, n_frames, *cells.shape[1:]), pos.reshape(b, n_frames, -1, 2)
 
-    def grid_tokens(self, scene: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, L, 3, H, W) whole frames -> (B, L, GY·GX, dim) cell tokens (:meth:`grid_cells`) and, with
-        ``grid_saliency``, their attention-logit biases (B, L, GY·GX) (else None)."""
+    def grid_tokens(self, scene: torch.Tensor) -> torch.Tensor:
+        """(B, L, 3, H, W) whole frames -> (B, L, GY·GX, dim) cell tokens (:meth:`grid_cells`)."""
         cells, positions = self.grid_cells(scene)
         pos = self.pos_proj(fourier_features(positions, self.num_pos_freqs))
-        saliency = None if self.cell_saliency is None else self.cell_saliency(cells)[..., 0].float()
-        return self._finish(self.feat_proj(cells), pos, kind=0), saliency
+        return self._finish(self.feat_proj(cells), pos, kind=0)
 
     def box_tokens(
         self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
@@ -392,16 +376,7 @@ class VisualEncoder(nn.Module):
         self, frames: torch.Tensor | None = None, positions: torch.Tensor | None = None,
         mask: torch.Tensor | None = None, *, scene: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(tokens, token_mask)`` of :meth:`encode` (without the saliency)."""
-        out = self.encode(frames, positions, mask, scene=scene)
-        return out["context"], out["context_mask"]
-
-    def encode(
-        self, frames: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None, *, scene: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Encode the visual inputs of L frames (the dataset item's keys, batched) into the UNet's
-        visual conditions.
+        """Encode the visual inputs of L frames (the dataset item's keys, batched).
 
         Args:
             frames: (B, L, N, 3, H, W) float crops in [0, 1] (normalisation happens here); box tokens.
@@ -409,34 +384,25 @@ class VisualEncoder(nn.Module):
             mask: (B, L, N) bool, **True = invalid / padded** slot.
             scene: (B, L, 3, H, W) whole frames in [0, 1]; grid tokens.
         Returns:
-            ``context``: tokens (B, T, dim) (zero at padded slots); ``context_mask``: (B, T) bool, True =
-            invalid, with T = L·N (boxes), L·GY·GX (grid; no cell is masked) or L·GY·GX + L·N (both: grid
-            first); with ``grid_saliency`` also ``context_bias``: (B, T) float32 attention-logit biases
-            (box tokens: 0).
+            tokens (B, T, dim) (zero at padded slots) and token_mask (B, T) bool, True = invalid, with
+            T = L·N (boxes), L·GY·GX (grid; no cell is masked) or L·GY·GX + L·N (both: grid first).
         """
-        parts, masks, biases = [], [], []
+        parts, masks = [], []
         if self.use_grid:
             if scene is None or scene.dim() != 5 or scene.shape[2] != 3:
                 raise ValueError(f"visual tokens {self.tokens!r} need scene (B, L, 3, H, W), got "
                                  f"{None if scene is None else tuple(scene.shape)}")
             self._check_frames(scene.shape[1])
-            grid, saliency = self.grid_tokens(scene)
+            grid = self.grid_tokens(scene)
             parts.append(grid.flatten(1, 2))
             masks.append(torch.zeros(grid.shape[:3], dtype=torch.bool, device=grid.device).flatten(1))
-            if saliency is not None:
-                biases.append(saliency.flatten(1))
         if self.use_boxes:
             if frames is None or positions is None or mask is None:
                 raise ValueError(f"visual tokens {self.tokens!r} need frames, positions and mask")
             self._check_boxes(frames, positions, mask)
             parts.append(self.box_tokens(frames, positions, mask).flatten(1, 2))
             masks.append(mask.flatten(1))
-            if biases:
-                biases.append(torch.zeros(masks[-1].shape, device=mask.device))
-        out = {"context": torch.cat(parts, dim=1), "context_mask": torch.cat(masks, dim=1)}
-        if biases:
-            out["context_bias"] = torch.cat(biases, dim=1)
-        return out
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
     def _check_frames(self, n_frames: int) -> None:
         if n_frames > self.num_frames:
