@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # DiffBinaural/configs/micro.json: the test suite's size (seconds per run on a CPU); flags after it override
 MICRO = ["--config", "micro"]
@@ -47,3 +49,14 @@ def pytest_sessionfinish(session, exitstatus):
         os.killpg(server.pid, signal.SIGKILL)  # the server and any request it still serves
         server.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory):
+    """A folder where QUICKSTART.md's sections 1 to 6 ran as written, at test size (tests/test_quickstart.py):
+    its data, Stage 1 run, mel dirs, vocoders, waveforms, metrics and report. Read it; do not write in it."""
+    from test_quickstart import run_quickstart
+
+    folder = tmp_path_factory.mktemp("quickstart")
+    run_quickstart(folder)
+    return folder

@@ -1,5 +1,6 @@
 """End to end on CPU with tiny models: generate -> train both stages -> dump mels -> vocode -> binauralize an
-mp4 -> evaluate, checking every artifact's format and shape (the chain `make demo` runs at full length)."""
+mp4 -> evaluate, checking every artifact's format and shape (the chain `make demo` runs at full length). The
+chain up to the evaluation is QUICKSTART.md's, run once a session (conftest's ``quickstart``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,9 @@ import _proc
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import MICRO
-
-from DiffBinaural.dataset.synthetic import generate_dataset
+from test_quickstart import newest_vocoder  # tests/ is on sys.path under pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY1 = [*MICRO, "--workers", "0", "--target", "residual", "--prediction_type", "sample"]
 
 
 def _run(*args, timeout=300):
@@ -44,72 +42,55 @@ def _mp4(frames_dir, out, fps=10):
 
 
 @pytest.mark.slow
-def test_whole_pipeline(tmp_path):
-    data, ck = tmp_path / "data", tmp_path / "ckpt"
-    generate_dataset(data, fmt="realbinaural", num_clips=6, seconds=1.5, seed=5, image_size=(96, 54),
-                     split_fractions=(0.5, 0.25, 0.25))
-    splits = data / "splits"
-    common = ["--data_root", data, "--ckpt", ck, "--id", "s1", *TINY1, "--interaural_phase"]
-    _run("DiffBinaural/train_realBinaural.py", *common, "--list_train", splits / "train.csv", "--list_val",
-         splits / "val.csv", "--batch_size_per_gpu", 2, "--max_steps", 2, "--steps", 2)
-    for mode, lst, split in (("test", "test", "test"), ("gt", "test", "test"), ("test", "train", "train")):
-        proc = _run("DiffBinaural/test_realBinaural.py", *common, "--mode", mode, "--list_test",
-                    splits / f"{lst}.csv", "--split", split, "--steps", 2, "--output_dir",
-                    tmp_path / ("mels_gt" if mode == "gt" else "mels_pred"))
-        # written to a log (not a terminal): no progress bar's carriage returns, one summary line
-        assert "\r" not in proc.stderr and "wrote " in proc.stderr
-    meta = json.loads((tmp_path / "mels_pred" / "meta.json").read_text())
-    assert meta["mel"]["hop_size"] == 256 and meta["split"] == "train"  # the last dump's split
-    assert meta["phase"]["channels"] == ["coherence_real", "coherence_imag"]
+def test_whole_pipeline(quickstart, tmp_path):
+    """The artifacts of QUICKSTART.md's chain (conftest's ``quickstart``: generate, train Stage 1 at the tiny
+    preset with interaural phase, dump, render, train both vocoders, vocode, evaluate, report), then the
+    ceiling, the report's columns, a user's mp4 and the one-line errors."""
+    data, q = quickstart / "data" / "synth", quickstart / "runs"
+    splits, stage1, g = data / "splits", q / "ckpt" / "synth", newest_vocoder(quickstart)
+    for mels, split in (("mels_pred", "test"), ("mels_gt", "test"), ("mels_train", "train")):
+        meta = json.loads((q / mels / "meta.json").read_text())
+        assert meta["mel"]["hop_size"] == 256 and meta["split"] == split
+        assert meta["phase"]["channels"] == ["coherence_real", "coherence_imag"]
     names = [n.strip() for n in (splits / "test.csv").read_text().splitlines()[1:]]
     for name in names:
-        phase = np.load(tmp_path / "mels_pred" / "phase" / "test" / f"{name}.npy")
-        mel = np.load(tmp_path / "mels_pred" / "left" / "test" / f"{name}.npy")
+        phase = np.load(q / "mels_pred" / "phase" / "test" / f"{name}.npy")
+        mel = np.load(q / "mels_pred" / "left" / "test" / f"{name}.npy")
         assert phase.shape == (2, 80, mel.shape[1]) and phase.dtype == np.float32
 
     # the mono renderer: no vocoder; stereo, the mono's duration; from the true mels and phase it
     # restores the interaural time differences that the mono copy lacks
-    mono_dir = data / "processed" / "mono_audios_22050Hz"
-    for mels, out in (("mels_pred", "rendered"), ("mels_gt", "rendered_gt")):
-        _run("DiffBinaural/render.py", "--mel_dir", tmp_path / mels, "--split", "test", "--mono_dir", mono_dir,
-             "--output_dir", tmp_path / out)
+    mono_dir, gt_dir = data / "processed" / "mono_audios_22050Hz", data / "processed" / "binaural_audios_22050Hz"
+    _run("DiffBinaural/render.py", "--mel_dir", q / "mels_gt", "--split", "test", "--mono_dir", mono_dir,
+         "--output_dir", tmp_path / "rendered_gt")
     for name in names:
-        wav, sr = sf.read(tmp_path / "rendered" / f"{name}.wav")
+        wav, sr = sf.read(q / "wavs_rendered" / f"{name}.wav")
         assert sr == 22050 and wav.shape == (sf.info(mono_dir / f"{name}.wav").frames, 2)
-    _run("DiffBinaural/evaluate.py", "--pred_dir", tmp_path / "rendered_gt", "--gt_dir",
-         data / "processed" / "binaural_audios_22050Hz", "--out", tmp_path / "metrics_rendered.json", "--no-pesq")
+    _run("DiffBinaural/evaluate.py", "--pred_dir", tmp_path / "rendered_gt", "--gt_dir", gt_dir,
+         "--out", tmp_path / "metrics_rendered.json", "--no-pesq")
     doc = json.loads((tmp_path / "metrics_rendered.json").read_text())
     for key in ("itd_error_ms", "ild_error_db", "stft_distance"):
         assert doc["model"]["mean"][key] < 0.6 * doc["mono_baseline"]["mean"][key], key
-    _run("DiffBinaural/evaluate.py", "--pred_dir", tmp_path / "rendered", "--gt_dir",
-         data / "processed" / "binaural_audios_22050Hz", "--out", tmp_path / "metrics_pred.json", "--no-pesq")
+    _run("DiffBinaural/evaluate.py", "--pred_dir", q / "wavs_rendered", "--gt_dir", gt_dir,
+         "--out", tmp_path / "metrics_pred.json", "--no-pesq")
     # the demo's report: one column per system beside the mono copy, cue figures of all of them
-    proc = _run("-m", "DiffBinaural.report", "--out_dir", tmp_path / "report",
-                "--system", f"mono renderer={tmp_path / 'rendered'}:{tmp_path / 'metrics_pred.json'}",
-                "--system", f"GT mels={tmp_path / 'rendered_gt'}:{tmp_path / 'metrics_rendered.json'}",
-                "--pred_mels", tmp_path / "mels_pred", "--gt_mels", tmp_path / "mels_gt",
-                "--gt_wavs", data / "processed" / "binaural_audios_22050Hz", "--mono_wavs", mono_dir, "--clips", 1)
+    _run("-m", "DiffBinaural.report", "--out_dir", tmp_path / "report",
+         "--system", f"mono renderer={q / 'wavs_rendered'}:{tmp_path / 'metrics_pred.json'}",
+         "--system", f"GT mels={tmp_path / 'rendered_gt'}:{tmp_path / 'metrics_rendered.json'}",
+         "--pred_mels", q / "mels_pred", "--gt_mels", q / "mels_gt",
+         "--gt_wavs", gt_dir, "--mono_wavs", mono_dir, "--clips", 1)
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| metric | mono renderer | GT mels | mono-copy baseline |" in report
     itd_row = next(line for line in report.splitlines() if line.startswith("| `itd_error_ms`"))
     assert f"{doc['model']['mean']['itd_error_ms']:.4f}" in itd_row
     assert len(list((tmp_path / "report").glob("cues_*.png"))) == 1
 
-    voc = ["--config", "BigVGAN/configs/bigvgan_tiny.json", "--audio_dir", data / "processed" / "binaural_audios_22050Hz",
-           "--batch_size_per_gpu", 2, "--workers", 0, "--num_val", 1, "--segment_size", 4096,
-           "--list_train", splits / "train.csv", "--list_val", splits / "val.csv"]
-    _run("BigVGAN/train_binaural_mel.py", *voc, "--checkpoint_path", tmp_path / "voc_gt", "--max_steps", 2)
-    _run("BigVGAN/train_binaural_both.py", *voc, "--checkpoint_path", tmp_path / "voc", "--max_steps", 2,
-         "--mel_pred_left_dir", tmp_path / "mels_pred" / "left" / "train",
-         "--mel_pred_right_dir", tmp_path / "mels_pred" / "right" / "train",
-         "--pretrained", tmp_path / "voc_gt" / "g_00000002")
-    g = tmp_path / "voc" / "g_00000002"
-    proc = _run("BigVGAN/inference.py", "--checkpoint_file", g, "--mel_left_dir", tmp_path / "mels_pred" / "left" / "test",
-                "--mel_right_dir", tmp_path / "mels_pred" / "right" / "test", "--output_dir", tmp_path / "wavs")
+    proc = _run("BigVGAN/inference.py", "--checkpoint_file", g, "--mel_left_dir", q / "mels_pred" / "left" / "test",
+                "--mel_right_dir", q / "mels_pred" / "right" / "test", "--output_dir", tmp_path / "wavs")
     assert "with the interaural phase of" in proc.stdout  # found beside the mel dirs
     for name in names:
         wav, sr = sf.read(tmp_path / "wavs" / f"{name}.wav")
-        mel = np.load(tmp_path / "mels_pred" / "left" / "test" / f"{name}.npy")
+        mel = np.load(q / "mels_pred" / "left" / "test" / f"{name}.npy")
         assert sr == 22050 and wav.shape == (mel.shape[1] * 256, 2)
 
     # binauralize a user's mp4 and 44.1 kHz mono recording: output at 48 kHz, exactly the input's duration
@@ -120,7 +101,7 @@ def test_whole_pipeline(tmp_path):
 
     sf.write(tmp_path / "in.wav", librosa.resample(mono, orig_sr=22050, target_sr=44100)[: 44100 * 1 + 123], 44100)
     for renderer in ("vocoder", "mono"):
-        flags = ["--mono", tmp_path / "in.wav", "--video", tmp_path / "clip.mp4", "--stage1", ck / "s1",
+        flags = ["--mono", tmp_path / "in.wav", "--video", tmp_path / "clip.mp4", "--stage1", stage1,
                  "--renderer", renderer, "--out_sr", 48000, "--steps", 2, "--chunk_frames", 40]
         flags += ["--vocoder", g] if renderer == "vocoder" else []
         _run("binauralize.py", *flags, "--out", tmp_path / f"out_{renderer}.wav")
@@ -132,7 +113,7 @@ def test_whole_pipeline(tmp_path):
         pieces, _ = sf.read(tmp_path / "out_pieces.wav")
         np.testing.assert_allclose(pieces, out, atol=1.01 / 32768, rtol=0)
     proc = subprocess.run([_proc.python(), "binauralize.py", "--mono", tmp_path / "in.wav", "--video",
-                           tmp_path / "clip.mp4", "--stage1", ck / "s1", "--renderer", "vocoder", "--out", tmp_path / "x.wav"],
+                           tmp_path / "clip.mp4", "--stage1", stage1, "--renderer", "vocoder", "--out", tmp_path / "x.wav"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and "--renderer vocoder needs --vocoder" in proc.stderr
 
@@ -150,14 +131,14 @@ def test_whole_pipeline(tmp_path):
              ("short.wav", "broken.mp4", "broken.mp4", "")]
     for wav, video, named, problem in cases:
         proc = subprocess.run([_proc.python(), "binauralize.py", "--mono", tmp_path / wav, "--video", tmp_path / video,
-                               "--stage1", ck / "s1", "--vocoder", g, "--out", tmp_path / "x.wav"],
+                               "--stage1", stage1, "--vocoder", g, "--out", tmp_path / "x.wav"],
                               capture_output=True, text=True, cwd=REPO, timeout=300)
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert proc.returncode == 2 and len(lines) == 1 and problem in lines[0], proc.stderr[-2000:]
         assert named in lines[0] and "Traceback" not in proc.stderr and not (tmp_path / "x.wav").exists()
 
-    _run("DiffBinaural/evaluate.py", "--pred_dir", tmp_path / "wavs", "--gt_dir",
-         data / "processed" / "binaural_audios_22050Hz", "--out", tmp_path / "metrics.json", "--no-pesq")
+    _run("DiffBinaural/evaluate.py", "--pred_dir", tmp_path / "wavs", "--gt_dir", gt_dir, "--out",
+         tmp_path / "metrics.json", "--no-pesq")
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["num_clips"] == len(names) and "ild_error_db" in doc["model"]["mean"]
     assert "ild_error_db" in doc["mono_baseline"]["mean"]

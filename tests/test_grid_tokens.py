@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 from test_modules import TINY_BACKBONES  # tests/ is on sys.path under pytest
 
+from binaural_core.audio import BadInputError
 from DiffBinaural.dataset.frames import ClipFrames, default_frame_size, letterbox, mirror_visual
 from DiffBinaural.modules.visual_encoder import VisualEncoder
-from DiffBinaural.utils.arguments import MODEL_KEYS, default_grid, load_model_config
+from DiffBinaural.utils.arguments import MODEL_KEYS, default_grid, load_model_config, resolve_visual
 
 B, L, N, CTX = 2, 2, 3, 32
 
@@ -201,7 +202,44 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     old.write_text(json.dumps(legacy))
     loaded = load_model_config(str(old))
     assert loaded["visual_tokens"] == "boxes" and loaded["grid"] is None
+    assert loaded["grid_layout"] is False
     assert Stage1Model(loaded).encoder.tokens == "boxes"
     grid_cfg = {**full, "visual_tokens": "grid", "grid": [2, 4], "frame_size": [32, 64]}
     model = Stage1Model(grid_cfg)
     assert model.encoder.grid == (2, 4) and model.encoder.cell_centres.shape == (8, 2)
+    assert not model.encoder.grid_layout and Stage1Model({**grid_cfg, "grid_layout": True}).encoder.grid_layout
+    boxes = type("Data", (), {"visual_tokens": "boxes", "frame_size": None})()
+    with pytest.raises(BadInputError, match="--grid_layout reads the grid's cells"):
+        resolve_visual({**full, "grid_layout": True}, boxes)
+
+
+def test_the_layout_token_reads_which_cell_holds_what():
+    """--grid_layout: one more token a frame, after its cells. Moving a patch between two cells of a uniform
+    frame permutes the cells' features (the cell tokens differ only by position) but must change the layout
+    token: it reads the cells in order. The cell tokens keep their exact mirror symmetry."""
+    torch.manual_seed(0)
+    enc = _pixel_features(VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES["cnn"],
+                                        tokens="grid", grid=(4, 8), grid_layout=True).eval(), 8)
+    plain = _pixel_features(_encoder(grid=(4, 8)), 8)
+    plain.load_state_dict({k: v for k, v in enc.state_dict().items() if not k.startswith("layout_")})
+    scene = torch.full((B, L, 3, 64, 128), 0.3)
+    left, right = scene.clone(), scene.clone()
+    left[..., 16:32, 16:32], right[..., 16:32, 96:112] = 0.9, 0.9  # row 1: column 1, or column 6
+    tokens, mask = enc(scene=left)
+    assert tokens.shape == (B, L * 33, CTX) and not mask.any()
+    per_frame = tokens.view(B, L, 33, CTX)
+    torch.testing.assert_close(per_frame[:, :, :32].flatten(1, 2), plain(scene=left)[0])  # cells first, unchanged
+    cells_l, _ = enc.grid_cells(left)
+    cells_r, _ = enc.grid_cells(right)
+    swap = torch.arange(32).view(4, 8)
+    swap[1, 1], swap[1, 6] = 14, 9
+    torch.testing.assert_close(cells_r, cells_l[:, :, swap.flatten()])  # the same cells, permuted
+    layout_l, layout_r = per_frame[:, :, 32], enc(scene=right)[0].view(B, L, 33, CTX)[:, :, 32]
+    assert (layout_l - layout_r).abs().amax() > 1e-2
+    scene = torch.rand(B, L, 3, 64, 128, generator=torch.Generator().manual_seed(9))
+    mirrored = enc(scene=mirror_visual({"scene": scene})["scene"])[0].view(B, L, 33, CTX)[:, :, :32]
+    enc.cell_centres[:, 0] = 1.0 - enc.cell_centres[:, 0]
+    expected = enc(scene=scene)[0].view(B, L, 33, CTX)[:, :, :32].view(B, L, 4, 8, CTX).flip(3).flatten(2, 3)
+    torch.testing.assert_close(mirrored, expected, rtol=0, atol=1e-5)
+    rebuilt = VisualEncoder(**enc.checkpoint_config())
+    assert rebuilt.grid_layout and not VisualEncoder(**plain.checkpoint_config()).grid_layout

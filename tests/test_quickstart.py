@@ -58,19 +58,31 @@ def test_the_guide_has_the_commands_it_describes():
         assert any(needed in c for s, c in commands if s in RUN_SECTIONS), needed
 
 
-@pytest.mark.slow
-def test_quickstart_sections_1_to_6_run_as_written(tmp_path):
+def newest_vocoder(folder) -> str:
+    """The newest generator checkpoint that section 5 wrote in ``folder``."""
+    return sorted(glob.glob(os.path.join(str(folder), "runs", "voc", "g_*")))[-1]
+
+
+def run_quickstart(folder) -> None:
+    """Run sections 1 to 6 in ``folder``, at test size (conftest's ``quickstart`` fixture: once a session,
+    for this file and for tests/test_e2e.py, which checks the same chain's artifacts)."""
     for section, command in quickstart_commands():
         if section not in RUN_SECTIONS or command.startswith(("tensorboard", "make", ". ")):
             continue
         command = at_test_size(command)
         if "g_XXXXXXXX" in command:  # "the newest checkpoint": here the one the test-size run wrote
-            newest = sorted(glob.glob(str(tmp_path / "runs" / "voc" / "g_*")))[-1]
-            command = command.replace("runs/voc/g_XXXXXXXX", newest)
-        proc = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+            command = command.replace("runs/voc/g_XXXXXXXX", newest_vocoder(folder))
+        proc = subprocess.run(command, shell=True, cwd=folder, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "PYTHONPATH": REPO})
         assert proc.returncode == 0, f"section {section}: {command}\n{proc.stderr[-3000:]}"
-    doc = json.loads((tmp_path / "metrics.json").read_text())
+        if "test_realBinaural.py" in command:  # logged to a file, not a terminal: one summary line, no bar redraws
+            assert "\r" not in proc.stderr and "wrote " in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_quickstart_sections_1_to_6_run_as_written(quickstart):
+    doc = json.loads((quickstart / "metrics.json").read_text())
     assert doc["num_clips"] >= 1 and "stft_distance" in doc["model"]["mean"]
-    assert (tmp_path / "runs" / "wavs_rendered").is_dir() and (tmp_path / "runs" / "mels_train" / "meta.json").is_file()
-    assert (tmp_path / "runs" / "report" / "report.html").read_text().count("<audio ") >= 4
+    runs = quickstart / "runs"
+    assert (runs / "wavs_rendered").is_dir() and (runs / "mels_train" / "meta.json").is_file()
+    assert (runs / "report" / "report.html").read_text().count("<audio ") >= 4

@@ -10,6 +10,14 @@ Two kinds of token, chosen by ``tokens`` (config key ``visual_tokens``):
   ResNet feature map into its bottleneck; Gao & Grauman 2019);
 * ``both``: the two sets, told apart by a learned type embedding.
 
+With ``grid_layout`` each frame's grid gets one more token, the **layout token**: a linear read of all
+its cells in order (each cell's features reduced to 16 channels, the GY·GX·16 values concatenated and
+projected; Mono2Binaural flattens its visual map the same way, Gao & Grauman 2019), placed at the frame
+centre. A cell token says where it is only by its position encoding, which the attention must find among
+GY·GX tokens; the layout token says where things are by *which* of its inputs they fill, in one token
+that every query can read. It is the one token that a mirrored frame does not map onto another of the
+set (``--flip_tta`` still makes the output exactly mirror-equivariant).
+
 Each token is::
 
     token = Linear(features)                            what is there (a crop's, or a cell's)
@@ -54,6 +62,7 @@ from .blocks import group_norm
 
 BACKBONES = ("cnn", "resnet18", "clip")
 GRID_POOLS = ("mean", "attention")
+LAYOUT_CHANNELS = 16  # per cell in the layout token's input (GY·GX·16 values; 448 for 4 x 7)
 # Recommended hub ids (pass them as ``pretrained``; a local folder made by save_pretrained works too).
 DEFAULT_PRETRAINED = {"resnet18": "microsoft/resnet-18", "clip": "openai/clip-vit-base-patch32"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -133,6 +142,7 @@ class VisualEncoder(nn.Module):
         tokens: ``boxes`` | ``grid`` | ``both`` (module docstring).
         grid: ``(GY, GX)`` cells of the grid tokens (required with ``grid`` / ``both``).
         grid_pool: ``mean`` | ``attention``: how a cell pools its part of the map (:meth:`grid_cells`).
+        grid_layout: add each frame's layout token to its grid (module docstring).
     """
 
     def __init__(
@@ -150,6 +160,7 @@ class VisualEncoder(nn.Module):
         tokens: str = "boxes",
         grid: tuple[int, int] | None = None,
         grid_pool: str = "mean",
+        grid_layout: bool = False,
     ) -> None:
         super().__init__()
         from DiffBinaural.dataset.frames import token_parts
@@ -178,6 +189,7 @@ class VisualEncoder(nn.Module):
             tokens=tokens,
             grid=None if self.grid is None else list(self.grid),
             grid_pool=grid_pool,
+            grid_layout=grid_layout,
         )
         if grid_pool not in GRID_POOLS:
             raise ValueError(f"unknown grid_pool {grid_pool!r}; choose from {GRID_POOLS}")
@@ -205,6 +217,10 @@ class VisualEncoder(nn.Module):
             self.cell_score = nn.Conv2d(feat_dim, 1, 1)
             nn.init.zeros_(self.cell_score.weight)
             nn.init.zeros_(self.cell_score.bias)
+        self.grid_layout = self.use_grid and grid_layout
+        if self.grid_layout:
+            self.layout_reduce = nn.Linear(feat_dim, LAYOUT_CHANNELS)
+            self.layout_proj = nn.Linear(LAYOUT_CHANNELS * self.grid[0] * self.grid[1], dim)
         if tokens == "both":
             self.type_embed = nn.Embedding(2, dim)  # 0 = grid cell, 1 = box
             nn.init.normal_(self.type_embed.weight, std=0.02)
@@ -345,10 +361,17 @@ class VisualEncoder(nn.Module):
         return cells.view(b, n_frames, *cells.shape[1:]), pos.reshape(b, n_frames, -1, 2)
 
     def grid_tokens(self, scene: torch.Tensor) -> torch.Tensor:
-        """(B, L, 3, H, W) whole frames -> (B, L, GY·GX, dim) cell tokens (:meth:`grid_cells`)."""
+        """(B, L, 3, H, W) whole frames -> (B, L, G, dim) cell tokens (:meth:`grid_cells`), G = GY·GX, then
+        with ``grid_layout`` each frame's layout token (G = GY·GX + 1)."""
         cells, positions = self.grid_cells(scene)
         pos = self.pos_proj(fourier_features(positions, self.num_pos_freqs))
-        return self._finish(self.feat_proj(cells), pos, kind=0)
+        tokens = self._finish(self.feat_proj(cells), pos, kind=0)
+        if not self.grid_layout:
+            return tokens
+        # (B, L, GY·GX, C) -> (B, L, GY·GX·16), row-major: the index of a value says which cell it came from
+        layout = self.layout_proj(F.silu(self.layout_reduce(cells)).flatten(2))[:, :, None]
+        centre = self.pos_proj(fourier_features(positions.new_full((1, 1, 1, 2), 0.5), self.num_pos_freqs))
+        return torch.cat([tokens, self._finish(layout, centre, kind=0)], dim=2)
 
     def box_tokens(
         self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
@@ -385,7 +408,8 @@ class VisualEncoder(nn.Module):
             scene: (B, L, 3, H, W) whole frames in [0, 1]; grid tokens.
         Returns:
             tokens (B, T, dim) (zero at padded slots) and token_mask (B, T) bool, True = invalid, with
-            T = L·N (boxes), L·GY·GX (grid; no cell is masked) or L·GY·GX + L·N (both: grid first).
+            T = L·N (boxes), L·G (grid; no cell is masked; G = GY·GX, + 1 with ``grid_layout``) or
+            L·G + L·N (both: grid first).
         """
         parts, masks = [], []
         if self.use_grid:

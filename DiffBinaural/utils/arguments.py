@@ -28,7 +28,7 @@ MODEL_KEYS = (
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
     "interaural_phase", "residual_scale", "box_source", "visual_tokens", "grid", "frame_size",
-    "grid_pool", "side_weight",
+    "grid_pool", "side_weight", "grid_layout",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
@@ -36,7 +36,8 @@ MODEL_KEYS = (
 # its data, not by a flag; None = a run from before it was recorded.
 # visual_tokens / grid / frame_size: runs from before grid tokens had box tokens only.
 OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None, "visual_tokens": "boxes",
-                 "grid": None, "frame_size": None, "grid_pool": "mean", "side_weight": 0.0}
+                 "grid": None, "frame_size": None, "grid_pool": "mean", "side_weight": 0.0,
+                 "grid_layout": False}
 DATA_KEYS = ("box_source",)  # model keys the trainer fills from its dataset
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config", *DATA_KEYS))
@@ -119,6 +120,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid_pool", choices=("mean", "attention"), default="mean",
                    help="grid tokens: average each cell of the feature map at its centre, or pool it with learned "
                         "attention and place the token at the attention's centroid")
+    g.add_argument("--grid_layout", action=argparse.BooleanOptionalAction, default=False,
+                   help="grid tokens: add one token a frame that reads all its cells in order (a linear map of the "
+                        "flattened grid), so where things are is in which inputs they fill")
     g.add_argument("--frame_size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="grid tokens: the whole frame is resized keeping its aspect into H x W (centred, zero "
                         "borders); default: the training frames' aspect, short side max(--img_size, 64)")
@@ -262,6 +266,8 @@ def resolve_visual(cfg: dict, dataset) -> dict:
     out = dict(cfg, visual_tokens=dataset.visual_tokens)
     out["frame_size"] = None if dataset.frame_size is None else list(dataset.frame_size)
     if dataset.visual_tokens == "boxes":
+        if cfg.get("grid_layout"):
+            raise BadInputError(None, "--grid_layout reads the grid's cells: it needs --visual_tokens grid or both")
         out["grid"] = None
     else:
         out["grid"] = list(cfg["grid"]) if cfg.get("grid") else default_grid(dataset.frame_size)
