@@ -198,7 +198,7 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     args = train_parser("t").parse_args(["--data_root", "-", "--list_train", "-", "--list_val", "-", "--config", "micro"])
     full = model_config(args)
     assert full["img_size"] == cfg["img_size"]
-    legacy = {k: v for k, v in full.items() if k not in ("visual_tokens", "grid", "frame_size", "box_source")}
+    legacy = {k: v for k, v in full.items() if k not in ("visual_tokens", "grid", "frame_size", "box_source", "grid_layout")}
     old.write_text(json.dumps(legacy))
     loaded = load_model_config(str(old))
     assert loaded["visual_tokens"] == "boxes" and loaded["grid"] is None
@@ -209,6 +209,10 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     assert model.encoder.grid == (2, 4) and model.encoder.cell_centres.shape == (8, 2)
     assert not model.encoder.grid_layout and Stage1Model({**grid_cfg, "grid_layout": True}).encoder.grid_layout
     boxes = type("Data", (), {"visual_tokens": "boxes", "frame_size": None})()
+    grid = type("Data", (), {"visual_tokens": "grid", "frame_size": (64, 112)})()
+    assert resolve_visual(full, grid)["grid_layout"] is True  # the default with grid tokens (stop 40's table)
+    assert resolve_visual({**full, "grid_layout": False}, grid)["grid_layout"] is False
+    assert resolve_visual(full, boxes)["grid_layout"] is False
     with pytest.raises(BadInputError, match="--grid_layout reads the grid's cells"):
         resolve_visual({**full, "grid_layout": True}, boxes)
 

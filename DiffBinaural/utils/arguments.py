@@ -120,9 +120,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid_pool", choices=("mean", "attention"), default="mean",
                    help="grid tokens: average each cell of the feature map at its centre, or pool it with learned "
                         "attention and place the token at the attention's centroid")
-    g.add_argument("--grid_layout", action=argparse.BooleanOptionalAction, default=False,
+    g.add_argument("--grid_layout", action=argparse.BooleanOptionalAction, default=None,
                    help="grid tokens: add one token a frame that reads all its cells in order (a linear map of the "
-                        "flattened grid), so where things are is in which inputs they fill")
+                        "flattened grid), so where things are is in which inputs they fill; default: on with grid tokens")
     g.add_argument("--frame_size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="grid tokens: the whole frame is resized keeping its aspect into H x W (centred, zero "
                         "borders); default: the training frames' aspect, short side max(--img_size, 64)")
@@ -268,8 +268,9 @@ def resolve_visual(cfg: dict, dataset) -> dict:
     if dataset.visual_tokens == "boxes":
         if cfg.get("grid_layout"):
             raise BadInputError(None, "--grid_layout reads the grid's cells: it needs --visual_tokens grid or both")
-        out["grid"] = None
+        out["grid"], out["grid_layout"] = None, False
     else:
+        out["grid_layout"] = cfg.get("grid_layout") is not False  # on unless --no-grid_layout
         out["grid"] = list(cfg["grid"]) if cfg.get("grid") else default_grid(dataset.frame_size)
         if min(out["grid"]) < 1:
             raise BadInputError(None, f"--grid must be two counts GY GX >= 1, got {out['grid']}")
