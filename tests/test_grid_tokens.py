@@ -210,7 +210,7 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     assert not model.encoder.grid_layout and Stage1Model({**grid_cfg, "grid_layout": True}).encoder.grid_layout
     boxes = type("Data", (), {"visual_tokens": "boxes", "frame_size": None})()
     grid = type("Data", (), {"visual_tokens": "grid", "frame_size": (64, 112)})()
-    assert resolve_visual(full, grid)["grid_layout"] is True  # the default with grid tokens (stop 40's table)
+    assert resolve_visual(full, grid)["grid_layout"] is True  # the default with grid tokens (docs/experiments.md, footnote 7)
     assert resolve_visual({**full, "grid_layout": False}, grid)["grid_layout"] is False
     assert resolve_visual(full, boxes)["grid_layout"] is False
     with pytest.raises(BadInputError, match="--grid_layout reads the grid's cells"):
