@@ -107,7 +107,7 @@ class Stage1Model(nn.Module):
             backbone=cfg["arch_frame"], dim=cfg["context_dim"], pretrained=cfg["pretrained_frame"],
             num_frames=cfg["num_frames"], image_size=cfg["img_size"],
             tokens=cfg.get("visual_tokens") or "boxes", grid=cfg.get("grid"), grid_pool=cfg.get("grid_pool") or "mean",
-            grid_layout=bool(cfg.get("grid_layout", False)),
+            grid_layout=bool(cfg.get("grid_layout", False)), grid_select=int(cfg.get("grid_select") or 0),
         )
         self.unet = build_unet(unet_config(cfg))
 

@@ -198,11 +198,12 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     args = train_parser("t").parse_args(["--data_root", "-", "--list_train", "-", "--list_val", "-", "--config", "micro"])
     full = model_config(args)
     assert full["img_size"] == cfg["img_size"]
-    legacy = {k: v for k, v in full.items() if k not in ("visual_tokens", "grid", "frame_size", "box_source", "grid_layout")}
+    legacy = {k: v for k, v in full.items() if k not in ("visual_tokens", "grid", "frame_size", "box_source", "grid_layout",
+                                                        "grid_select")}
     old.write_text(json.dumps(legacy))
     loaded = load_model_config(str(old))
     assert loaded["visual_tokens"] == "boxes" and loaded["grid"] is None
-    assert loaded["grid_layout"] is False
+    assert loaded["grid_layout"] is False and loaded["grid_select"] == 0  # older runs kept every cell
     assert Stage1Model(loaded).encoder.tokens == "boxes"
     grid_cfg = {**full, "visual_tokens": "grid", "grid": [2, 4], "frame_size": [32, 64]}
     model = Stage1Model(grid_cfg)
@@ -215,6 +216,15 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
     assert resolve_visual(full, boxes)["grid_layout"] is False
     with pytest.raises(BadInputError, match="--grid_layout reads the grid's cells"):
         resolve_visual({**full, "grid_layout": True}, boxes)
+    # --grid_select: 6 salient cells a frame by default with grid tokens (footnote 10), 0 = all, never more than
+    # the grid has; box tokens have none
+    assert resolve_visual(full, grid)["grid_select"] == 6 and resolve_visual(full, boxes)["grid_select"] == 0
+    assert resolve_visual({**full, "grid_select": 0}, grid)["grid_select"] == 0
+    assert resolve_visual({**full, "grid": [1, 4]}, grid)["grid_select"] == 4
+    with pytest.raises(BadInputError, match="--grid_select must be 0"):
+        resolve_visual({**full, "grid_select": 29}, grid)
+    with pytest.raises(BadInputError, match="--grid_select chooses among the grid's cells"):
+        resolve_visual({**full, "grid_select": 3}, boxes)
 
 
 def test_the_layout_token_reads_which_cell_holds_what():
@@ -247,3 +257,35 @@ def test_the_layout_token_reads_which_cell_holds_what():
     torch.testing.assert_close(mirrored, expected, rtol=0, atol=1e-5)
     rebuilt = VisualEncoder(**enc.checkpoint_config())
     assert rebuilt.grid_layout and not VisualEncoder(**plain.checkpoint_config()).grid_layout
+
+
+def test_grid_select_keeps_the_cells_that_differ_from_the_frame():
+    """--grid_select K: per frame the K cells farthest from its median cell stay, the rest are masked (True)
+    and zeroed; the layout token reads every cell and is never masked. Two bright patches on a uniform
+    frame are what must be kept; a mirrored frame keeps the mirrored cells."""
+    torch.manual_seed(0)
+    enc = _pixel_features(VisualEncoder(backbone="cnn", dim=CTX, num_frames=L, backbone_config=TINY_BACKBONES["cnn"],
+                                        tokens="grid", grid=(4, 8), grid_layout=True, grid_select=2).eval(), 8)
+    scene = torch.full((B, L, 3, 64, 128), 0.3) + 0.01 * torch.rand(B, L, 3, 64, 128, generator=torch.Generator().manual_seed(4))
+    scene[..., 16:32, 16:32] = 0.9  # row 1, column 1
+    scene[..., 48:64, 80:96] = 0.0  # row 3, column 5: darker than the frame, as salient
+    tokens, mask = enc(scene=scene)
+    per_frame = mask.view(B, L, 33)
+    kept = (~per_frame[..., :32]).nonzero()[:, -1].view(B, L, 2).sort(dim=-1).values
+    assert (kept == torch.tensor([1 * 8 + 1, 3 * 8 + 5])).all()  # the two patches' cells, in every frame
+    assert not per_frame[..., 32].any()  # the layout token
+    assert not tokens[mask].any() and tokens[~mask].abs().amax(dim=-1).min() > 0
+    # the layout token still sees the masked cells: changing one changes it, and only it
+    other = scene.clone()
+    other[..., 0:16, 112:128] = 0.35
+    tokens_o, mask_o = enc(scene=other)
+    assert torch.equal(mask_o, mask) and torch.equal(tokens_o[mask_o], tokens[mask])
+    lay, lay_o = tokens.view(B, L, 33, CTX)[:, :, 32], tokens_o.view(B, L, 33, CTX)[:, :, 32]
+    assert (lay - lay_o).abs().amax() > 1e-4
+    mirrored = enc(scene=mirror_visual({"scene": scene})["scene"])[1].view(B, L, 33)[..., :32]
+    assert torch.equal(mirrored.view(B, L, 4, 8).flip(-1), per_frame[..., :32].view(B, L, 4, 8))
+    rebuilt = VisualEncoder(**enc.checkpoint_config())
+    assert rebuilt.grid_select == 2 and VisualEncoder(**_encoder().checkpoint_config()).grid_select == 0
+    with pytest.raises(ValueError, match="grid_select must be 0"):
+        VisualEncoder(backbone="cnn", dim=CTX, backbone_config=TINY_BACKBONES["cnn"], tokens="grid", grid=(2, 2),
+                      grid_select=5)

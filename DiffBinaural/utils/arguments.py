@@ -28,7 +28,7 @@ MODEL_KEYS = (
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
     "interaural_phase", "residual_scale", "box_source", "visual_tokens", "grid", "frame_size",
-    "grid_pool", "side_weight", "grid_layout",
+    "grid_pool", "side_weight", "grid_layout", "grid_select",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
@@ -37,7 +37,7 @@ MODEL_KEYS = (
 # visual_tokens / grid / frame_size: runs from before grid tokens had box tokens only.
 OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None, "visual_tokens": "boxes",
                  "grid": None, "frame_size": None, "grid_pool": "mean", "side_weight": 0.0,
-                 "grid_layout": False}
+                 "grid_layout": False, "grid_select": 0}
 DATA_KEYS = ("box_source",)  # model keys the trainer fills from its dataset
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config", *DATA_KEYS))
@@ -123,6 +123,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid_layout", action=argparse.BooleanOptionalAction, default=None,
                    help="grid tokens: add one token a frame that reads all its cells in order (a linear map of the "
                         "flattened grid), so where things are is in which inputs they fill; default: on with grid tokens")
+    g.add_argument("--grid_select", type=int, default=None, metavar="K",
+                   help="grid tokens: keep each frame's K cells whose features differ most from its median cell "
+                        "(where the objects are; the layout token still reads all); 0 = all cells; default: 6")
     g.add_argument("--frame_size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="grid tokens: the whole frame is resized keeping its aspect into H x W (centred, zero "
                         "borders); default: the training frames' aspect, short side max(--img_size, 64)")
@@ -251,6 +254,7 @@ def model_config(args: argparse.Namespace) -> dict:
 
 
 GRID_ROWS = 4  # default --grid rows; the columns follow the frame's aspect
+GRID_SELECT = 6  # default --grid_select: the salient cells kept per frame (at most the grid's cells)
 
 
 def default_grid(frame_size: tuple[int, int]) -> list[int]:
@@ -268,12 +272,19 @@ def resolve_visual(cfg: dict, dataset) -> dict:
     if dataset.visual_tokens == "boxes":
         if cfg.get("grid_layout"):
             raise BadInputError(None, "--grid_layout reads the grid's cells: it needs --visual_tokens grid or both")
-        out["grid"], out["grid_layout"] = None, False
+        if cfg.get("grid_select"):
+            raise BadInputError(None, "--grid_select chooses among the grid's cells: it needs --visual_tokens grid or both")
+        out["grid"], out["grid_layout"], out["grid_select"] = None, False, 0
     else:
         out["grid_layout"] = cfg.get("grid_layout") is not False  # on unless --no-grid_layout
         out["grid"] = list(cfg["grid"]) if cfg.get("grid") else default_grid(dataset.frame_size)
         if min(out["grid"]) < 1:
             raise BadInputError(None, f"--grid must be two counts GY GX >= 1, got {out['grid']}")
+        cells = out["grid"][0] * out["grid"][1]
+        select = cfg.get("grid_select")
+        out["grid_select"] = min(GRID_SELECT, cells) if select is None else int(select)
+        if not 0 <= out["grid_select"] <= cells:
+            raise BadInputError(None, f"--grid_select must be 0 (all cells) .. {cells} (the grid's cells), got {out['grid_select']}")
     return out
 
 
