@@ -24,6 +24,7 @@ import resource
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 from common import machine
@@ -32,7 +33,7 @@ from DiffBinaural.dataset.base import MIN_FRAME_SIDE
 from DiffBinaural.dataset.frames import VISUAL_TOKENS, default_frame_size
 from DiffBinaural.model import Stage1Model, unet_config
 from DiffBinaural.modules.unet import UNet, build_unet
-from DiffBinaural.utils.arguments import default_grid, model_config, train_parser
+from DiffBinaural.utils.arguments import default_frame_side, model_config, resolve_visual, train_parser
 
 # size -> named preset (DiffBinaural/configs/{preset}.json): the UNet is built exactly as training builds it
 SIZES = {"tiny": "tiny", "default": "base"}
@@ -133,8 +134,10 @@ def bench_tokens(size: str, mode: str, b: int, device, repeats: int) -> dict:
     args = train_parser("bench").parse_args(["--config", SIZES[size], "--data_root", ".", "--list_train", "-",
                                              "--list_val", "-"])
     cfg = model_config(args)
-    frame_size = default_frame_size(1280, 640, short_side=max(cfg["img_size"], MIN_FRAME_SIDE))
-    cfg.update(visual_tokens=mode, frame_size=list(frame_size), grid=default_grid(frame_size))
+    side = default_frame_side(args) or max(cfg["img_size"], MIN_FRAME_SIDE)  # what the dataset would choose
+    frame_size = default_frame_size(1280, 640, short_side=min(side, 640))
+    data = SimpleNamespace(visual_tokens=mode, frame_size=None if mode == "boxes" else frame_size)
+    cfg = resolve_visual(cfg, data)  # the trainer's defaults: grid, grid_pool, grid_select, layout token
     model = Stage1Model(cfg).to(device).train()
     g = torch.Generator().manual_seed(0)
     n_frames, n_src, p = cfg["num_frames"], cfg["max_sources"], cfg["img_size"]
@@ -158,7 +161,7 @@ def bench_tokens(size: str, mode: str, b: int, device, repeats: int) -> dict:
     with torch.no_grad():
         tokens = model.encode(visual)["context"].shape[1]
     row = {"size": size, "tokens_mode": mode, "batch": b, "tokens": tokens, "frame_size": list(frame_size),
-           "grid": cfg["grid"], "crop": p, "frames": n_frames, "slots": n_src, "mel_frames": t_len}
+           "grid": cfg["grid"], "grid_pool": cfg["grid_pool"], "grid_select": cfg["grid_select"], "crop": p, "frames": n_frames, "slots": n_src, "mel_frames": t_len}
     row["train_step_s"] = _time(step, device, repeats)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

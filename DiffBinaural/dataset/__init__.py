@@ -15,6 +15,7 @@ def build_dataset(kind: str, args, *, list_path: str, split: str, whole_clip: bo
     ``whole_clip`` returns whole clips (inference) instead of ``--segment_frames`` crops.
     """
     from binaural_core.mel import MelConfig
+    from DiffBinaural.utils.arguments import default_frame_side
 
     if kind not in DATASET_KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; choose from {DATASET_KINDS}")
@@ -25,7 +26,7 @@ def build_dataset(kind: str, args, *, list_path: str, split: str, whole_clip: bo
         max_sources=args.max_sources, image_size=args.img_size, fps=args.fps, seed=args.seed,
         skip_bad=args.skip_bad, flip=split == "train" and getattr(args, "flip_aug", False),
         visual_tokens=getattr(args, "visual_tokens", None) or DEFAULT_TOKENS[kind],
-        frame_size=getattr(args, "frame_size", None),
+        frame_size=getattr(args, "frame_size", None), frame_side=default_frame_side(args),
         mix=getattr(args, "mix_aug", 0.0) if split == "train" and not whole_clip else 0.0,
     )
     if kind == "realbinaural":

@@ -49,7 +49,8 @@ Visual inputs: ``L`` frames at times ``start_s + (k + 0.5) / L * duration_s`` (f
 highest score first, fill up to ``N`` slots; each slot is the box region resized to ``P x P``. A frame
 without detections (always, for FAIR-Play) uses the whole frame in slot 0 at position (0.5, 0.5).
 ``frame_size=None`` with grid tokens takes the first clip's aspect with the short side
-``max(P, 64)`` (:func:`~DiffBinaural.dataset.frames.default_frame_size`); :attr:`ClipDataset.frame_size`
+``max(P, 64)``, or ``frame_side`` where given (at most the frames' own short side; ``--grid_pool crops``)
+(:func:`~DiffBinaural.dataset.frames.default_frame_size`); :attr:`ClipDataset.frame_size`
 is the size used, which the trainer records in ``config.json``.
 Frames may be ``.jpg``/``.jpeg``/``.png`` in any PIL mode; boxes are clipped to the image, and boxes
 outside it are dropped, counted in one warning per detection file (:mod:`DiffBinaural.dataset.frames`).
@@ -179,6 +180,7 @@ class ClipDataset(torch.utils.data.Dataset):
         repeats: int = 1,
         visual_tokens: str = "boxes",
         frame_size: tuple[int, int] | None = None,
+        frame_side: int | None = None,
         mix: float = 0.0,
     ):
         if split not in layout.SPLITS:
@@ -217,7 +219,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.clips, self.skipped = self._build(skip_bad)
         if self.frame_size is None and token_parts(visual_tokens)[1]:
             width, height = self.clips[0].frames.size
-            self.frame_size = default_frame_size(width, height, short_side=max(self.image_size, MIN_FRAME_SIDE))
+            # frame_side (crops of the frame): at most the frames' own short side, never an upsampled copy
+            side = min(frame_side, width, height) if frame_side is not None else max(self.image_size, MIN_FRAME_SIDE)
+            self.frame_size = default_frame_size(width, height, short_side=side)
 
     # ---- hooks for subclasses ----------------------------------------------------------------
     def _read_list(self) -> list[str]:

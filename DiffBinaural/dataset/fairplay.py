@@ -59,6 +59,7 @@ class FairPlayDataset(ClipDataset):
         flip: bool = False,
         visual_tokens: str = "boxes",
         frame_size: tuple[int, int] | None = None,
+        frame_side: int | None = None,
         mix: float = 0.0,
         cache_audio: bool = False,
     ):
@@ -66,7 +67,7 @@ class FairPlayDataset(ClipDataset):
         super().__init__(
             split=split, mel_cfg=mel_cfg, list_path=os.fspath(split_h5), segment_frames=segment_frames,
             num_frames=num_frames, max_sources=max_sources, image_size=image_size, fps=fps, seed=seed,
-            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size, mix=mix,
+            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size, frame_side=frame_side, mix=mix,
         )
         if cache_audio:
             self._audio_cache = {}

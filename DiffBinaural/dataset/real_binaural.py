@@ -62,6 +62,7 @@ class RealBinauralDataset(ClipDataset):
         flip: bool = False,
         visual_tokens: str = "boxes",
         frame_size: tuple[int, int] | None = None,
+        frame_side: int | None = None,
         mix: float = 0.0,
     ):
         self.data_root = os.fspath(data_root)
@@ -70,7 +71,7 @@ class RealBinauralDataset(ClipDataset):
         super().__init__(
             split=split, mel_cfg=mel_cfg, list_path=os.fspath(list_csv), segment_frames=segment_frames,
             num_frames=num_frames, max_sources=max_sources, image_size=image_size, fps=fps, seed=seed,
-            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size, mix=mix,
+            skip_bad=skip_bad, flip=flip, visual_tokens=visual_tokens, frame_size=frame_size, frame_side=frame_side, mix=mix,
         )
 
     def _read_list(self) -> list[str]:

@@ -24,6 +24,14 @@ detector-free guess at where the objects are. A box token is the only valid toke
 so the attention cannot miss it; among GY·GX cells it must first find it. The layout token still reads
 every cell.
 
+With ``grid_pool = "crops"`` (small CNN only) each kept cell is read as a box would be: a crop one cell
+square of the full-size frame, centred on the salience centroid inside the cell (:func:`salience_centroids`:
+a detector-free guess at the object's centre), encoded by the CNN with one set of normalisation statistics
+for the frame's crops (:func:`shared_norm_forward`) and placed at that centroid. The cells themselves (for
+the choice and the layout token) come from the frame resized to the plain grid's size (short side
+``max(image_size, 64)``). A box token is a crop centred on its object, at one scale; a cell of the feature
+map mixes the object with its neighbours and sees it at the frame's resolution.
+
 Each token is::
 
     token = Linear(features)                            what is there (a crop's, or a cell's)
@@ -64,52 +72,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import group_norm
+from .backbones import (
+    BACKBONES,
+    CLIP_MEAN,
+    CLIP_STD,
+    DEFAULT_PRETRAINED,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SmallCNN,
+    build_backbone,
+)
+from .grid_parts import (
+    pool_bins,
+    salience,
+    salience_centroids,
+    salient_cells,
+    sample_crops,
+    shared_norm_forward,
+)
 
-BACKBONES = ("cnn", "resnet18", "clip")
-GRID_POOLS = ("mean", "attention")
+GRID_POOLS = ("mean", "attention", "crops")
 LAYOUT_CHANNELS = 16  # per cell in the layout token's input (GY·GX·16 values; 448 for 4 x 7)
-# Recommended hub ids (pass them as ``pretrained``; a local folder made by save_pretrained works too).
-DEFAULT_PRETRAINED = {"resnet18": "microsoft/resnet-18", "clip": "openai/clip-vit-base-patch32"}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-# ResNet-18 layout for a random init without a download (matches microsoft/resnet-18).
-_RESNET18 = dict(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic")
-
-
-class SmallCNN(nn.Module):
-    """From-scratch image encoder: (N, 3, H, W) -> (N, channels[-1]).
-
-    Each stage halves the resolution (stride-2 3×3 conv, GroupNorm, SiLU); a global average pool
-    makes it size-agnostic.
-    """
-
-    def __init__(self, *, channels: tuple[int, ...] = (32, 64, 128, 256), groups: int = 8) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 3
-        for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), group_norm(c, groups), nn.SiLU()]
-            c_in = c
-        self.net = nn.Sequential(*layers)
-        self.out_dim = c_in
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).mean(dim=(2, 3))
-
-
-def _from_pretrained(cls, name: str):
-    """transformers' from_pretrained (a hub id, cached, or a save_pretrained folder); offline without the
-    weights, one line saying what to pass."""
-    from binaural_core.audio import BadInputError
-    from binaural_core.hub import offline_hint
-
-    try:
-        return cls.from_pretrained(name)
-    except OSError as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise BadInputError(name, f"cannot load the image encoder ({reason}); pass --pretrained_frame FOLDER (a "
-                                  f"save_pretrained folder) or 'none' for random weights; {offline_hint(name)}") from None
 
 
 def fourier_features(xy: torch.Tensor, num_freqs: int) -> torch.Tensor:
@@ -147,7 +130,8 @@ class VisualEncoder(nn.Module):
         dropout: dropout in the token MLP.
         tokens: ``boxes`` | ``grid`` | ``both`` (module docstring).
         grid: ``(GY, GX)`` cells of the grid tokens (required with ``grid`` / ``both``).
-        grid_pool: ``mean`` | ``attention``: how a cell pools its part of the map (:meth:`grid_cells`).
+        grid_pool: ``mean`` | ``attention``: how a cell pools its part of the map (:meth:`grid_cells`);
+            ``crops``: each kept cell read as a crop of the full-size frame (:meth:`crop_tokens`).
         grid_layout: add each frame's layout token to its grid (module docstring).
         grid_select: keep each frame's ``grid_select`` most salient cells (module docstring); 0 = all.
     """
@@ -202,9 +186,11 @@ class VisualEncoder(nn.Module):
         )
         if grid_pool not in GRID_POOLS:
             raise ValueError(f"unknown grid_pool {grid_pool!r}; choose from {GRID_POOLS}")
+        if grid_pool == "crops" and backbone != "cnn":
+            raise ValueError(f"grid_pool 'crops' reads the small CNN's stages; it needs backbone 'cnn', got {backbone!r}")
         self.grid_pool = grid_pool
 
-        self.backbone, feat_dim, default_size = self._build_backbone(backbone, pretrained, backbone_config)
+        self.backbone, feat_dim, default_size = build_backbone(backbone, pretrained, backbone_config)
         self.image_size = image_size if image_size is not None else default_size
         mean, std = (CLIP_MEAN, CLIP_STD) if backbone == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -244,40 +230,6 @@ class VisualEncoder(nn.Module):
             nn.Linear(4 * dim, dim),
         )
         self.out_norm = nn.LayerNorm(dim)
-
-    @staticmethod
-    def _build_backbone(
-        backbone: str, pretrained: str | None, backbone_config: dict | None
-    ) -> tuple[nn.Module, int, int | None]:
-        """Return (module, feature size, native image size or None)."""
-        if backbone == "cnn":
-            if pretrained is not None:
-                raise ValueError("the cnn backbone is trained from scratch; pretrained must be None")
-            cfg = dict(backbone_config or {})
-            net = SmallCNN(channels=tuple(cfg.pop("channels", (32, 64, 128, 256))), **cfg)
-            return net, net.out_dim, None
-        # Imported lazily: transformers is heavy and the cnn path does not need it.
-        from binaural_core.extras import need
-
-        need("transformers", f"the {backbone} image encoder")
-        if backbone == "resnet18":
-            from transformers import ResNetConfig, ResNetModel
-
-            if pretrained is not None:
-                net = _from_pretrained(ResNetModel, pretrained)
-            else:
-                net = ResNetModel(
-                    ResNetConfig(**(backbone_config if backbone_config is not None else _RESNET18))
-                )
-            return net, net.config.hidden_sizes[-1], None
-        from transformers import CLIPVisionConfig, CLIPVisionModel
-
-        if pretrained is not None:
-            net = _from_pretrained(CLIPVisionModel, pretrained)
-        else:
-            net = CLIPVisionModel(CLIPVisionConfig(**(backbone_config or {})))
-        size = net.config.image_size
-        return net, net.config.hidden_size, int(size if isinstance(size, int) else size[0])
 
     def checkpoint_config(self) -> dict:
         """Constructor kwargs that rebuild this architecture offline (``pretrained=None``, the backbone's
@@ -361,7 +313,7 @@ class VisualEncoder(nn.Module):
             pos = self.cell_centres.expand(fmap.shape[0], -1, -1)
         else:
             h, w = fmap.shape[-2:]
-            rows, cols = _bins(h, self.grid[0], fmap), _bins(w, self.grid[1], fmap)  # (GY, h), (GX, w)
+            rows, cols = pool_bins(h, self.grid[0], fmap), pool_bins(w, self.grid[1], fmap)  # (GY, h), (GX, w)
             score = self.cell_score(fmap)[:, 0]  # (B·L, h, w)
             weight = torch.exp(score - score.amax(dim=(1, 2), keepdim=True))
             den = torch.einsum("iy,jx,nyx->nij", rows, cols, weight)
@@ -376,6 +328,8 @@ class VisualEncoder(nn.Module):
         """(B, L, 3, H, W) whole frames -> (B, L, G, dim) cell tokens (:meth:`grid_cells`), G = GY·GX, then
         with ``grid_layout`` each frame's layout token (G = GY·GX + 1); and their mask (B, L, G), True =
         a cell left out by ``grid_select`` (:func:`salient_cells`; its token is zeroed)."""
+        if self.grid_pool == "crops":
+            return self.crop_tokens(scene)
         cells, positions = self.grid_cells(scene)
         pos = self.pos_proj(fourier_features(positions, self.num_pos_freqs))
         tokens = self._finish(self.feat_proj(cells), pos, kind=0)
@@ -383,13 +337,52 @@ class VisualEncoder(nn.Module):
         if self.grid_select:
             mask = ~salient_cells(cells, self.grid_select)
             tokens = tokens.masked_fill(mask[..., None], 0.0)
+        return self._add_layout(tokens, mask, cells)
+
+    def _add_layout(self, tokens: torch.Tensor, mask: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``grid_layout``, append each frame's layout token (never masked) to (B, L, T, dim) tokens and
+        their (B, L, T) mask, from the (B, L, GY·GX, C) cell features."""
         if not self.grid_layout:
             return tokens, mask
         # (B, L, GY·GX, C) -> (B, L, GY·GX·16), row-major: the index of a value says which cell it came from
         layout = self.layout_proj(F.silu(self.layout_reduce(cells)).flatten(2))[:, :, None]
-        centre = self.pos_proj(fourier_features(positions.new_full((1, 1, 1, 2), 0.5), self.num_pos_freqs))
+        centre = self.pos_proj(fourier_features(cells.new_full((1, 1, 1, 2), 0.5), self.num_pos_freqs))
         tokens = torch.cat([tokens, self._finish(layout, centre, kind=0)], dim=2)
         return tokens, torch.cat([mask, mask.new_zeros(*mask.shape[:2], 1)], dim=2)
+
+    def salient_crops(self, scene: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``grid_pool="crops"``: (B, L, 3, H, W) full-size frames -> the cell features (B·L, GY·GX, C) of the
+        frame resized to the plain grid's size, and for each frame's K kept cells (K = ``grid_select``, or
+        every cell; the most salient first) their salience centroids (B·L, K, 2) and crops (B·L, K, 3, P, P)
+        one cell square there (module docstring)."""
+        from DiffBinaural.dataset.base import MIN_FRAME_SIDE
+        from DiffBinaural.dataset.frames import default_frame_size
+
+        h, w = scene.shape[-2:]
+        frames = scene.flatten(0, 1)
+        small = F.interpolate(frames, size=default_frame_size(w, h, short_side=max(self.image_size, MIN_FRAME_SIDE)),
+                              mode="bilinear", align_corners=False, antialias=True)
+        stages = list(self.backbone.net)  # conv, norm, act per stage: the first three make the stride-2 map
+        fine = nn.Sequential(*stages[:3])((small - self.pixel_mean) / self.pixel_std)
+        fmap = nn.Sequential(*stages[3:])(fine).to(self.feat_proj.weight.dtype)
+        cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B·L, G, C)
+        keep = salience(cells).topk(self.grid_select or cells.shape[1], dim=-1).indices  # (B·L, K)
+        centres = salience_centroids(fine, self.grid).gather(1, keep[..., None].expand(-1, -1, 2))
+        crops = sample_crops(frames, centres, (1.0 / self.grid[1], 1.0 / self.grid[0]), self.image_size)
+        return cells, centres, crops
+
+    def crop_tokens(self, scene: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``grid_pool="crops"``: (B, L, 3, H, W) full-size frames -> (B, L, K, dim) tokens, one per kept cell,
+        from its crop (:meth:`salient_crops`, one set of normalisation statistics per frame), placed at its
+        centroid; then the layout token. The mask (B, L, K [+ 1]) is all False: only kept cells are tokens."""
+        b, n_frames = scene.shape[:2]
+        cells, centres, crops = self.salient_crops(scene)
+        feats = shared_norm_forward(self.backbone.net, (crops - self.pixel_mean[:, None]) / self.pixel_std[:, None])
+        shape = (b, n_frames, centres.shape[1], -1)
+        tokens = self._finish(self.feat_proj(feats.to(self.feat_proj.weight.dtype)).view(shape),
+                              self.pos_proj(fourier_features(centres, self.num_pos_freqs)).view(shape), kind=0)
+        mask = torch.zeros(tokens.shape[:3], dtype=torch.bool, device=tokens.device)
+        return self._add_layout(tokens, mask, cells.view(b, n_frames, *cells.shape[1:]))
 
     def box_tokens(
         self, frames: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
@@ -465,28 +458,6 @@ class VisualEncoder(nn.Module):
         self._check_frames(n_frames)
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be bool (True = invalid), got {mask.dtype}")
-
-
-def salient_cells(cells: torch.Tensor, k: int) -> torch.Tensor:
-    """(..., G, C) cell features -> (..., G) bool, True for the ``k`` cells of each frame whose features lie
-    farthest (L2) from the frame's median cell (per channel; detached: the choice takes no gradient).
-
-    A detector-free choice of where things are: most of a frame is background, so its median cell is
-    background and the cells that differ from it hold objects. Measured on the synthetic scenes'
-    val/test frames (4 x 7 grid of the small CNN): the 6 most salient cells touch 96-98 % of the sources,
-    trained or at initialisation. It is symmetric under a mirror of the cells (the median is per channel)."""
-    score = (cells - cells.median(dim=-2, keepdim=True).values).norm(dim=-1).detach()
-    keep = torch.zeros_like(score, dtype=torch.bool)
-    return keep.scatter_(-1, score.topk(k, dim=-1).indices, True)
-
-
-def _bins(size: int, cells: int, like: torch.Tensor) -> torch.Tensor:
-    """(cells, size) 0/1 membership of adaptive pooling's bins: bin j holds ``[floor(j size / cells),
-    ceil((j + 1) size / cells))`` (the bins :func:`torch.nn.functional.adaptive_avg_pool2d` averages)."""
-    j = torch.arange(cells, device=like.device)
-    start, stop = (j * size) // cells, ((j + 1) * size + cells - 1) // cells
-    x = torch.arange(size, device=like.device)
-    return ((x >= start[:, None]) & (x < stop[:, None])).to(like.dtype)
 
 
 __all__ = ["BACKBONES", "GRID_POOLS", "DEFAULT_PRETRAINED", "SmallCNN", "VisualEncoder", "fourier_features",

@@ -20,6 +20,7 @@ from binaural_core.audio import BadInputError
 from binaural_core.mel import DEFAULT_CONFIG, read_json
 from DiffBinaural.dataset.frames import VISUAL_TOKENS
 from DiffBinaural.dataset.layout import FPS
+from DiffBinaural.modules.visual_encoder import DEFAULT_PRETRAINED, GRID_POOLS
 
 # Keys of config.json: everything needed to rebuild the networks and the diffusion process.
 MODEL_KEYS = (
@@ -117,9 +118,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid", type=int, nargs=2, default=None, metavar=("GY", "GX"),
                    help="grid tokens: cells per frame (default: 4 rows, columns to suit --frame_size's aspect, "
                         "4 x 8 for 2:1 frames)")
-    g.add_argument("--grid_pool", choices=("mean", "attention"), default="mean",
-                   help="grid tokens: average each cell of the feature map at its centre, or pool it with learned "
-                        "attention and place the token at the attention's centroid")
+    g.add_argument("--grid_pool", choices=GRID_POOLS, default=None,
+                   help="grid tokens: read each kept cell as a crop of the full-size frame centred where the cell is "
+                        "salient (crops; cnn only; --frame_size defaults to short side 4.5 x --img_size), average "
+                        "each cell of the feature map at its centre (mean), or pool it with learned attention and "
+                        "place the token at the attention's centroid (attention); default: crops with --arch_frame "
+                        "cnn, mean with resnet18 / clip")
     g.add_argument("--grid_layout", action=argparse.BooleanOptionalAction, default=None,
                    help="grid tokens: add one token a frame that reads all its cells in order (a linear map of the "
                         "flattened grid), so where things are is in which inputs they fill; default: on with grid tokens")
@@ -241,8 +245,6 @@ def inference_parser(description: str) -> argparse.ArgumentParser:
 def model_config(args: argparse.Namespace) -> dict:
     """The part of the flags that defines the model, with the mel parameters resolved."""
     from binaural_core.mel import MelConfig
-    from DiffBinaural.modules.visual_encoder import DEFAULT_PRETRAINED
-
     cfg = {k: getattr(args, k) for k in MODEL_KEYS if k not in ("mel", *DATA_KEYS)}
     cfg.update({k: OPTIONAL_KEYS[k] for k in DATA_KEYS})
     cfg["mel"] = MelConfig.from_json(args.mel_config).to_dict()
@@ -255,6 +257,22 @@ def model_config(args: argparse.Namespace) -> dict:
 
 GRID_ROWS = 4  # default --grid rows; the columns follow the frame's aspect
 GRID_SELECT = 6  # default --grid_select: the salient cells kept per frame (at most the grid's cells)
+
+
+def default_grid_pool(arch_frame: str) -> str:
+    """``--grid_pool`` when not given: ``crops`` with the small CNN (it reads the CNN's stages), else ``mean``."""
+    return "crops" if arch_frame == "cnn" else "mean"
+
+
+def default_frame_side(args) -> int | None:
+    """The short side of the whole frame when ``--frame_size`` is not given: None (the dataset's own
+    default, ``max(--img_size, 64)``), or with ``crops`` grid pooling 9/8 of the crop size per grid row (4.5 x
+    --img_size for 4 rows; 144 for 32-px crops), so a crop one cell square is read at about the frame's
+    own resolution, never upsampled."""
+    if (getattr(args, "grid_pool", None) or default_grid_pool(getattr(args, "arch_frame", "cnn"))) != "crops":
+        return None
+    rows = args.grid[0] if getattr(args, "grid", None) else GRID_ROWS
+    return round(rows * args.img_size * 9 / 8)
 
 
 def default_grid(frame_size: tuple[int, int]) -> list[int]:
@@ -274,8 +292,14 @@ def resolve_visual(cfg: dict, dataset) -> dict:
             raise BadInputError(None, "--grid_layout reads the grid's cells: it needs --visual_tokens grid or both")
         if cfg.get("grid_select"):
             raise BadInputError(None, "--grid_select chooses among the grid's cells: it needs --visual_tokens grid or both")
-        out["grid"], out["grid_layout"], out["grid_select"] = None, False, 0
+        if cfg.get("grid_pool") == "crops":
+            raise BadInputError(None, "--grid_pool crops reads the grid's cells: it needs --visual_tokens grid or both")
+        out["grid"], out["grid_layout"], out["grid_select"], out["grid_pool"] = None, False, 0, "mean"
     else:
+        out["grid_pool"] = cfg.get("grid_pool") or default_grid_pool(cfg.get("arch_frame"))
+        if out["grid_pool"] == "crops" and cfg.get("arch_frame") != "cnn":
+            raise BadInputError(None, f"--grid_pool crops reads the small CNN's stages: it needs --arch_frame cnn, "
+                                      f"got {cfg.get('arch_frame')}")
         out["grid_layout"] = cfg.get("grid_layout") is not False  # on unless --no-grid_layout
         out["grid"] = list(cfg["grid"]) if cfg.get("grid") else default_grid(dataset.frame_size)
         if min(out["grid"]) < 1:
