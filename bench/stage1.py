@@ -29,8 +29,7 @@ from types import SimpleNamespace
 import torch
 from common import machine
 
-from DiffBinaural.dataset.base import MIN_FRAME_SIDE
-from DiffBinaural.dataset.frames import VISUAL_TOKENS, default_frame_size
+from DiffBinaural.dataset.frames import VISUAL_TOKENS, scene_size
 from DiffBinaural.model import Stage1Model, unet_config
 from DiffBinaural.modules.unet import UNet, build_unet
 from DiffBinaural.utils.arguments import default_frame_side, model_config, resolve_visual, train_parser
@@ -134,8 +133,7 @@ def bench_tokens(size: str, mode: str, b: int, device, repeats: int) -> dict:
     args = train_parser("bench").parse_args(["--config", SIZES[size], "--data_root", ".", "--list_train", "-",
                                              "--list_val", "-"])
     cfg = model_config(args)
-    side = default_frame_side(args) or max(cfg["img_size"], MIN_FRAME_SIDE)  # what the dataset would choose
-    frame_size = default_frame_size(1280, 640, short_side=min(side, 640))
+    frame_size = scene_size(1280, 640, image_size=cfg["img_size"], frame_side=default_frame_side(args))
     data = SimpleNamespace(visual_tokens=mode, frame_size=None if mode == "boxes" else frame_size)
     cfg = resolve_visual(cfg, data)  # the trainer's defaults: grid, grid_pool, grid_select, layout token
     model = Stage1Model(cfg).to(device).train()

@@ -82,16 +82,13 @@ from DiffBinaural.dataset.frames import (
     BoxCount,
     ClipError,
     ClipFrames,
-    default_frame_size,
     one_line,
     open_clip_frames,
+    scene_size,
     token_parts,
 )
 
 log = logging.getLogger(__name__)
-# Short side of the default whole-frame input: at least 4 cells of the small CNN's stride 16 (a 4 x 8
-# grid of FAIR-Play's 2:1 frames from a 4 x 8 feature map, not a smaller map stretched).
-MIN_FRAME_SIDE = 64
 
 
 @dataclass
@@ -219,9 +216,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.clips, self.skipped = self._build(skip_bad)
         if self.frame_size is None and token_parts(visual_tokens)[1]:
             width, height = self.clips[0].frames.size
-            # frame_side (crops of the frame): at most the frames' own short side, never an upsampled copy
-            side = min(frame_side, width, height) if frame_side is not None else max(self.image_size, MIN_FRAME_SIDE)
-            self.frame_size = default_frame_size(width, height, short_side=side)
+            self.frame_size = scene_size(width, height, image_size=self.image_size, frame_side=frame_side)
 
     # ---- hooks for subclasses ----------------------------------------------------------------
     def _read_list(self) -> list[str]:

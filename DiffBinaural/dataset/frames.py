@@ -170,6 +170,19 @@ def letterbox(width: int, height: int, frame_size: tuple[int, int]) -> tuple[int
     return (canvas_w - w) // 2, (canvas_h - h) // 2, w, h
 
 
+# Short side of the default whole-frame input: at least 4 cells of the small CNN's stride 16 (a 4 x 8
+# grid of FAIR-Play's 2:1 frames from a 4 x 8 feature map, not a smaller map stretched).
+MIN_FRAME_SIDE = 64
+
+
+def scene_size(width: int, height: int, *, image_size: int, frame_side: int | None = None) -> tuple[int, int]:
+    """``(H, W)`` a dataset chooses for frames of ``width x height`` when no ``frame_size`` is given: short side
+    ``max(image_size, 64)``, or ``frame_side`` (``--grid_pool crops``) at most the frames' own short side
+    (never an upsampled copy); :func:`default_frame_size` rounds it."""
+    side = min(frame_side, width, height) if frame_side is not None else max(image_size, MIN_FRAME_SIDE)
+    return default_frame_size(width, height, short_side=side)
+
+
 def default_frame_size(width: int, height: int, *, short_side: int) -> tuple[int, int]:
     """``(H, W)`` of the whole-frame input for frames of ``width x height``: the short side is
     ``short_side`` and the long side keeps the aspect, both rounded to multiples of 16 (the small CNN's

@@ -84,9 +84,9 @@ from .backbones import (
 )
 from .grid_parts import (
     pool_bins,
-    salience,
     salience_centroids,
     salient_cells,
+    salient_indices,
     sample_crops,
     shared_norm_forward,
 )
@@ -355,18 +355,17 @@ class VisualEncoder(nn.Module):
         frame resized to the plain grid's size, and for each frame's K kept cells (K = ``grid_select``, or
         every cell; the most salient first) their salience centroids (B·L, K, 2) and crops (B·L, K, 3, P, P)
         one cell square there (module docstring)."""
-        from DiffBinaural.dataset.base import MIN_FRAME_SIDE
-        from DiffBinaural.dataset.frames import default_frame_size
+        from DiffBinaural.dataset.frames import scene_size
 
         h, w = scene.shape[-2:]
         frames = scene.flatten(0, 1)
-        small = F.interpolate(frames, size=default_frame_size(w, h, short_side=max(self.image_size, MIN_FRAME_SIDE)),
+        small = F.interpolate(frames, size=scene_size(w, h, image_size=self.image_size),  # the plain grid's frame
                               mode="bilinear", align_corners=False, antialias=True)
-        stages = list(self.backbone.net)  # conv, norm, act per stage: the first three make the stride-2 map
-        fine = nn.Sequential(*stages[:3])((small - self.pixel_mean) / self.pixel_std)
-        fmap = nn.Sequential(*stages[3:])(fine).to(self.feat_proj.weight.dtype)
+        net = self.backbone.net  # conv, norm, act per stage: the first three make the stride-2 map
+        fine = net[:3]((small - self.pixel_mean) / self.pixel_std)
+        fmap = net[3:](fine).to(self.feat_proj.weight.dtype)
         cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B·L, G, C)
-        keep = salience(cells).topk(self.grid_select or cells.shape[1], dim=-1).indices  # (B·L, K)
+        keep = salient_indices(cells, self.grid_select or cells.shape[1])  # (B·L, K)
         centres = salience_centroids(fine, self.grid).gather(1, keep[..., None].expand(-1, -1, 2))
         crops = sample_crops(frames, centres, (1.0 / self.grid[1], 1.0 / self.grid[0]), self.image_size)
         return cells, centres, crops
