@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _runs import micro_config, write_run  # tests/ is on sys.path under pytest
 
 from DiffBinaural import Binauralizer
 from DiffBinaural.dataset.frames import letterbox
@@ -21,27 +22,21 @@ W, H, FPS, SR = 96, 72, 10, 22050  # the user's frames: 4:3
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from binaural_core.checkpoint import atomic_save
     from DiffBinaural.model import Stage1Model
-    from DiffBinaural.utils.arguments import model_config, resolve_visual, save_model_config, train_parser
+    from DiffBinaural.utils.arguments import resolve_visual
 
-    args = train_parser("x").parse_args(["--data_root", "-", "--list_train", "-", "--list_val", "-", "--config",
-                                         "micro", "--interaural_phase", "--target", "residual",
-                                         "--prediction_type", "sample", "--grid", "2", "4", "--grid_select", "2"])
+    cfg = micro_config("--interaural_phase", "--target", "residual", "--prediction_type", "sample",
+                       "--grid", "2", "4", "--grid_select", "2")
     data = type("Data", (), {"visual_tokens": "grid", "frame_size": CANVAS})()
-    cfg = {**resolve_visual(model_config(args), data), "box_source": "whole_frame"}
+    cfg = {**resolve_visual(cfg, data), "box_source": "whole_frame"}
     assert cfg["grid_pool"] == "crops"  # the default with the small CNN
-    run = tmp_path_factory.mktemp("run")
-    save_model_config(cfg, str(run / "config.json"))
     torch.manual_seed(0)
     model = Stage1Model(cfg)
     with torch.no_grad():  # the UNet's zero-initialised output layers would give the mono copy on both ears
         for p in model.unet.parameters():
             if not p.any():
                 p.normal_(0.0, 0.05)
-    atomic_save(model.unet.state_dict(), str(run / "unet_best.pth"))
-    atomic_save(model.encoder.state_dict(), str(run / "frame_best.pth"))
-    return str(run)
+    return write_run(tmp_path_factory.mktemp("run"), cfg, model)
 
 
 def frames(side: str, n: int = 20) -> list[np.ndarray]:

@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
+from _runs import micro_config, write_run
 from PIL import Image
 
 from binaural_core.audio import BadInputError
@@ -31,20 +32,9 @@ AAC_FRAME = 1024  # samples per AAC frame: the sync and duration tolerance
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A micro Stage 1 run (random weights) that says it was trained on detection boxes."""
-    from binaural_core.checkpoint import atomic_save
-    from DiffBinaural.model import Stage1Model
-    from DiffBinaural.utils.arguments import model_config, save_model_config, train_parser
-
-    args = train_parser("x").parse_args(["--data_root", "-", "--list_train", "-", "--list_val", "-", "--config",
-                                         "micro", "--interaural_phase", "--target", "residual",
-                                         "--prediction_type", "sample"])
-    cfg = {**model_config(args), "box_source": "detections"}
-    run = tmp_path_factory.mktemp("run")
-    save_model_config(cfg, str(run / "config.json"))
-    model = Stage1Model(cfg)
-    atomic_save(model.unet.state_dict(), str(run / "unet_best.pth"))
-    atomic_save(model.encoder.state_dict(), str(run / "frame_best.pth"))
-    return str(run)
+    cfg = {**micro_config("--interaural_phase", "--target", "residual", "--prediction_type", "sample"),
+           "box_source": "detections"}
+    return write_run(tmp_path_factory.mktemp("run"), cfg)
 
 
 @pytest.fixture(scope="module")

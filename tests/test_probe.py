@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _runs import micro_config, write_run  # tests/ is on sys.path under pytest
 from PIL import Image
 
 from DiffBinaural.evaluation.probe import DB_PER_NEPER, loud_lr_db, main, probe_clip, probe_images, summarise
@@ -74,20 +75,14 @@ def test_the_probe_command_on_a_micro_model(tmp_path):
     """Both kinds of token: the probe builds the grid's scene and the pasted box."""
     tokens = "both"
     from DiffBinaural.dataset.synthetic import generate_dataset
-    from DiffBinaural.model import Stage1Model
-    from DiffBinaural.utils.arguments import model_config, save_model_config, train_parser
 
     root = tmp_path / "data"
     generate_dataset(root, fmt="fairplay", num_clips=6, seconds=1.0, seed=2, image_size=(96, 48), max_sources=1,
                      split_fractions=(0.5, 0.0, 0.5))
-    args = train_parser("t").parse_args(["--data_root", "-", "--list_train", "-", "--list_val", "-", "--config", "micro"])
-    cfg = {**model_config(args), "visual_tokens": tokens, "grid": [2, 4], "frame_size": [32, 64]}
+    cfg = {**micro_config(), "visual_tokens": tokens, "grid": [2, 4], "frame_size": [32, 64]}
     run = tmp_path / "run"
     run.mkdir()
-    save_model_config(cfg, str(run / "config.json"))
-    model = Stage1Model(cfg)
-    torch.save(model.unet.state_dict(), run / "unet_best.pth")
-    torch.save(model.encoder.state_dict(), run / "frame_best.pth")
+    write_run(run, cfg)
     out = tmp_path / "probe.json"
     result = main(["--stage1", str(run), "--data_root", str(root), "--steps", "1", "--num_samples", "1", "--out", str(out)])
     meta = json.loads((root / "synthetic_meta.json").read_text())
