@@ -132,7 +132,7 @@ def unet_config(cfg: dict) -> UNetConfig:
         base_channels=cfg["unet_channels"], channel_mults=tuple(cfg["unet_mults"]),
         num_res_blocks=cfg["num_res_blocks"], attn_levels=tuple(cfg["attn_levels"]),
         num_heads=cfg["num_heads"], dropout=cfg["dropout"], context_dim=cfg["context_dim"],
-        groups=cfg["norm_groups"],
+        groups=cfg["norm_groups"], token_audio=bool(cfg.get("token_audio", False)),
     )
 
 

@@ -133,8 +133,9 @@ def test_all_masked_tokens_give_finite_output() -> None:
     torch.testing.assert_close(masked, no_ctx)  # K = 6 masked keys vs K = 0: same up to kernel rounding
 
 
-def test_drop_visual_equals_all_masked_and_ignores_tokens() -> None:
-    model, inp = _tiny_unet(), _inputs()
+@pytest.mark.parametrize("token_audio", [False, True])
+def test_drop_visual_equals_all_masked_and_ignores_tokens(token_audio: bool) -> None:
+    model, inp = _tiny_unet(token_audio=token_audio), _inputs()
     drop = torch.tensor([True, False])
     with torch.no_grad():
         dropped = model(**inp, drop_visual=drop)
@@ -147,8 +148,10 @@ def test_drop_visual_equals_all_masked_and_ignores_tokens() -> None:
     assert not torch.allclose(dropped[0], plain[0], atol=1e-4)
 
 
-def test_drop_mono_ignores_mono_mel() -> None:
-    model, inp = _tiny_unet(), _inputs()
+@pytest.mark.parametrize("token_audio", [False, True])
+def test_drop_mono_ignores_mono_mel(token_audio: bool) -> None:
+    """With ``token_audio`` the tokens' audio summary must come from the dropped (null) mono too."""
+    model, inp = _tiny_unet(token_audio=token_audio), _inputs()
     drop = torch.tensor([True, False])
     other = {**inp, "mono_mel": torch.rand_like(inp["mono_mel"])}
     with torch.no_grad():
@@ -156,6 +159,23 @@ def test_drop_mono_ignores_mono_mel() -> None:
         b = model(**other, drop_mono=drop)
     assert torch.equal(a[0], b[0])
     assert not torch.allclose(a[1], b[1], atol=1e-4)
+
+
+def test_token_audio_starts_as_the_plain_model_and_then_hears_the_mono() -> None:
+    """Zero-initialised, the audio-aware tokens change nothing; trained (random) weights make the tokens,
+    and only them, depend on the mono: with every token masked the two models agree again."""
+    inp = _inputs()
+    plain = _tiny_unet()
+    aware = UNet(**{**TINY_UNET, "token_audio": True}).eval()
+    missing, unexpected = aware.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("token_audio.") for k in missing)
+    with torch.no_grad():
+        torch.testing.assert_close(aware(**inp), plain(**inp))
+        _randomise_zero_init(aware.token_audio)
+        assert not torch.allclose(aware(**inp), plain(**inp), atol=1e-4)
+        masked = {**inp, "context_mask": torch.ones(B, L * N, dtype=torch.bool)}
+        torch.testing.assert_close(aware(**masked), plain(**masked))
+    assert build_unet(aware.config.to_dict()).token_audio is not None
 
 
 # ------------------------------------------------------------------------------------- visual encoder

@@ -55,6 +55,16 @@ from .blocks import (
 )
 
 
+AUDIO_BANDS = 40  # token_audio: the mono mel pooled to this many bands, whatever n_mels is
+
+
+def audio_summary(mono_mel: torch.Tensor) -> torch.Tensor:
+    """(B, 1, M, F) normalised mono log-mel → (B, 2·AUDIO_BANDS): per band, the mean over frames and
+    the standard deviation (a sustained note vs. a rhythm), in AUDIO_BANDS bands of equal mel width."""
+    bands = nn.functional.adaptive_avg_pool2d(mono_mel[:, :1], (AUDIO_BANDS, mono_mel.shape[-1]))[:, 0]
+    return torch.cat([bands.mean(-1), bands.std(-1, unbiased=False)], dim=-1)
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Everything that defines the UNet's architecture; saved with checkpoints (see :func:`build_unet`)."""
@@ -73,6 +83,7 @@ class UNetConfig:
     context_dim: int = 256
     groups: int = 32
     freq_coord: bool = True
+    token_audio: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -166,6 +177,7 @@ class UNet(nn.Module):
         context_dim: int = 256,
         groups: int = 32,
         freq_coord: bool = True,
+        token_audio: bool = False,
     ) -> None:
         super().__init__()
         channel_mults, attn_levels = tuple(channel_mults), tuple(attn_levels)
@@ -186,6 +198,7 @@ class UNet(nn.Module):
             context_dim=context_dim,
             groups=groups,
             freq_coord=freq_coord,
+            token_audio=token_audio,
         )
         emb_dim = 4 * base_channels
         self.time_embed = TimestepEmbedding(freq_dim=base_channels, emb_dim=emb_dim)
@@ -195,6 +208,14 @@ class UNet(nn.Module):
         self.mono_null = nn.Parameter(torch.zeros(()))
         self.null_token = nn.Parameter(0.02 * torch.randn(1, 1, context_dim))
         self.context_norm = nn.LayerNorm(context_dim)
+        # Audio-aware tokens: each token also sees what the mono plays (its per-band level and spread
+        # over the window), so that its keys can say whether its object is heard. Zero-initialised: it
+        # starts as the plain token set.
+        self.token_audio = (
+            nn.Sequential(nn.Linear(context_dim + 2 * AUDIO_BANDS, context_dim), nn.SiLU(),
+                          zero_module(nn.Linear(context_dim, context_dim)))
+            if token_audio else None
+        )
 
         stage = dict(
             emb_dim=emb_dim,
@@ -276,10 +297,12 @@ class UNet(nn.Module):
         context: torch.Tensor | None,
         context_mask: torch.Tensor | None,
         drop_visual: torch.Tensor | None,
+        mono_mel: torch.Tensor,
         device: torch.device,
         dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Build keys = [null token, visual tokens] and the SDPA mask.
+        """Build keys = [null token, visual tokens] and the SDPA mask (``mono_mel`` (B, 1, M, F), after
+        its guidance drop: what ``token_audio`` summarises).
 
         Returns context (B, 1 + K, D) and attn_mask (B, 1, 1, 1 + K) bool, True = attend.
         """
@@ -299,7 +322,11 @@ class UNet(nn.Module):
             pad = pad | drop_visual.to(torch.bool)[:, None]
         # Zero the padded tokens too: masked keys already get zero weight, but zeroing makes the output
         # provably independent of their content (even NaN/inf from garbage crops).
-        context = self.context_norm(context).masked_fill(pad[..., None], 0.0)
+        context = self.context_norm(context)
+        if self.token_audio is not None:
+            audio = audio_summary(mono_mel).to(context.dtype)[:, None].expand(-1, k, -1)  # (B, K, 2·bands)
+            context = context + self.token_audio(torch.cat([context, audio], dim=-1))
+        context = context.masked_fill(pad[..., None], 0.0)
         context = torch.cat([self.null_token.expand(batch, 1, d).to(context.dtype), context], dim=1)
         pad = torch.cat([torch.zeros(batch, 1, dtype=torch.bool, device=device), pad], dim=1)  # null: valid
         return context, padding_to_attn_mask(pad)
@@ -353,7 +380,7 @@ class UNet(nn.Module):
         h = self.in_conv(torch.cat(inputs, dim=1))
 
         emb = self.time_embed(t).to(h.dtype)
-        ctx, attn_mask = self._key_set(b, context, context_mask, drop_visual, x_t.device, h.dtype)
+        ctx, attn_mask = self._key_set(b, context, context_mask, drop_visual, mono_mel, x_t.device, h.dtype)
 
         skips = [h]
         for level in self.down:

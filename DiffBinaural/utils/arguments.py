@@ -29,7 +29,7 @@ MODEL_KEYS = (
     "unet_channels", "unet_mults", "num_res_blocks", "attn_levels", "num_heads", "dropout", "norm_groups",
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
     "interaural_phase", "residual_scale", "box_source", "visual_tokens", "grid", "frame_size",
-    "grid_pool", "side_weight", "grid_layout", "grid_select",
+    "grid_pool", "side_weight", "grid_layout", "grid_select", "token_audio",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
@@ -38,7 +38,7 @@ MODEL_KEYS = (
 # visual_tokens / grid / frame_size: runs from before grid tokens had box tokens only.
 OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None, "visual_tokens": "boxes",
                  "grid": None, "frame_size": None, "grid_pool": "mean", "side_weight": 0.0,
-                 "grid_layout": False, "grid_select": 0}
+                 "grid_layout": False, "grid_select": 0, "token_audio": False}
 DATA_KEYS = ("box_source",)  # model keys the trainer fills from its dataset
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config", *DATA_KEYS))
@@ -142,6 +142,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num_heads", type=int, default=4)
     g.add_argument("--dropout", type=float, default=0.1)
     g.add_argument("--norm_groups", type=int, default=32)
+    g.add_argument("--token_audio", action=argparse.BooleanOptionalAction, default=False,
+                   help="each visual token also sees a summary of the mono (per-band level and spread), so that "
+                        "it can tell whether its object is the one heard (the sound-to-box binding)")
 
     g = p.add_argument_group("diffusion (saved in config.json)")
     g.add_argument("--num_train_timesteps", type=int, default=1000)
