@@ -133,6 +133,7 @@ def unet_config(cfg: dict) -> UNetConfig:
         num_res_blocks=cfg["num_res_blocks"], attn_levels=tuple(cfg["attn_levels"]),
         num_heads=cfg["num_heads"], dropout=cfg["dropout"], context_dim=cfg["context_dim"],
         groups=cfg["norm_groups"], token_audio=bool(cfg.get("token_audio", False)),
+        token_binding=bool(cfg.get("binding_weight", 0.0)),
     )
 
 

@@ -75,13 +75,20 @@ def score(pred_dir: str, gt_dir: str, data: str, kind: str) -> dict:
     sounding = np.array([sum(not s.get("silent", False) for s in clips[n]["sources"]) for n in names])
     model_diff, mono_diff = (np.array(rows[k])[:, 1] for k in ("model", "mono"))
     counts = sorted(set(sounding.tolist()))
-    by_sources = {str(k): round(float(model_diff[sounding == k].mean() / mono_diff[sounding == k].mean()), 4)
-                  for k in counts}
+
+    def ratio(sel: np.ndarray) -> float:
+        return round(float(model_diff[sel].mean() / mono_diff[sel].mean()), 4)
+
+    by_sources = {str(k): ratio(sounding == k) for k in counts}
+    # with objects in view that do not sound (--max_silent), the model must also tell which box is heard
+    silent = np.array([len(clips[n]["sources"]) for n in names]) - sounding
+    by_silent = {str(k): ratio(silent == k) for k in sorted(set(silent.tolist()))}
     return {"clips": len(names), "lr": float(mean["model"][0]), "lr_mono": float(mean["mono"][0]),
             "diff": float(mean["model"][1]), "diff_mono": float(mean["mono"][1]),
             "diff_ratio": float(mean["model"][1] / mean["mono"][1]), "lr_ratio": float(mean["model"][0] / mean["mono"][0]),
             "diff_oracle_ratio": float(mean["oracle"] / mean["mono"][1]), "diff_ratio_by_sources": by_sources,
-            "clips_by_sources": {str(k): int((sounding == k).sum()) for k in counts}}
+            "clips_by_sources": {str(k): int((sounding == k).sum()) for k in counts},
+            "diff_ratio_by_silent": by_silent, "clips_by_silent": {k: int((silent == int(k)).sum()) for k in by_silent}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--label", default=None, help="name of this setting in results.json (default: the kind)")
     p.add_argument("--max_steps", type=int, default=1700)
+    p.add_argument("--rescore", action=argparse.BooleanOptionalAction, default=False,
+                   help="score the finished modes' saved test mels again (after a change to score())")
     p.add_argument("extra", nargs="*", help="more training flags (after --)")
     args = p.parse_args(argv)
     label = args.label or args.kind
@@ -111,6 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         folder = os.path.join(args.out, name)
         os.makedirs(folder, exist_ok=True)
         done = os.path.join(folder, "score.json")
+        if args.rescore and os.path.isfile(done):
+            old = read_json(done)
+            with open(done, "w") as f:
+                json.dump({**old, **score(os.path.join(folder, "mels"), gt_dir, args.data, args.kind)}, f, indent=1)
         if not os.path.isfile(done):
             t0 = time.time()
             run_logged([f"DiffBinaural/train_{script}.py", *common, "--id", name, *TRAIN, "--max_steps",

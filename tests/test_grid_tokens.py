@@ -225,6 +225,10 @@ def test_configs_record_the_mode_and_old_ones_load_as_boxes(tmp_path):
         resolve_visual({**full, "grid_select": 29}, grid)
     with pytest.raises(BadInputError, match="--grid_select chooses among the grid's cells"):
         resolve_visual({**full, "grid_select": 3}, boxes)
+    with pytest.raises(BadInputError, match="--binding_weight scores the audio-aware tokens"):
+        resolve_visual({**full, "binding_weight": 0.1}, boxes)
+    assert Stage1Model({**full, "token_audio": True, "binding_weight": 0.1}).unet.token_audio.score is not None
+    assert Stage1Model(full).unet.token_audio is None  # configs without the keys: the plain tokens
 
 
 def test_the_layout_token_reads_which_cell_holds_what():

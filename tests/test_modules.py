@@ -178,6 +178,31 @@ def test_token_audio_starts_as_the_plain_model_and_then_hears_the_mono() -> None
     assert build_unet(aware.config.to_dict()).token_audio is not None
 
 
+def test_binding_loss_scores_valid_tokens_against_the_heard_mono() -> None:
+    """The correspondence loss reads only valid tokens, asks about the mono as recorded (a guidance drop of
+    the UNet's mono must not turn it into a question about the null mono), and needs a second clip."""
+    torch.manual_seed(0)
+    model = UNet(**{**TINY_UNET, "token_audio": True, "token_binding": True}).train()
+    _randomise_zero_init(model)
+    inp = _inputs(b=3, k=4)
+    inp["context_mask"][0, 2:] = True
+    model(**inp)
+    base = model.binding_loss.detach().clone()
+    assert 0.0 < float(base) < 10.0
+    garbage = inp["context"].clone()
+    garbage[0, 2:] = 1e4  # padded tokens' content
+    model(**{**inp, "context": garbage})
+    torch.testing.assert_close(model.binding_loss, base)
+    model(**inp, drop_mono=torch.ones(3, dtype=torch.bool))
+    torch.testing.assert_close(model.binding_loss, base)
+    model(**{**inp, "mono_mel": inp["mono_mel"].flip(0)})  # other clips' mono: other pairs, another loss
+    assert not torch.allclose(model.binding_loss, base)
+    model(**_inputs(b=1, k=4))
+    assert float(model.binding_loss) == 0.0
+    with pytest.raises(ValueError, match="needs token_audio"):
+        UNet(**{**TINY_UNET, "token_binding": True})
+
+
 # ------------------------------------------------------------------------------------- visual encoder
 
 

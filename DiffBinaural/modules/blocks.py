@@ -273,3 +273,54 @@ class CrossAttention(nn.Module):
         out = attention(q, k, v, attn_mask, impl=self.attn_impl)  # (B, h, M·F, d)
         out = self.proj(self.dropout(out.transpose(1, 2).reshape(b, m * f, c)))  # (B, M·F, C)
         return x + out.transpose(1, 2).reshape(b, c, m, f)
+
+
+AUDIO_BANDS = 40  # AudioAwareTokens: the mono mel pooled to this many bands, whatever n_mels is
+
+
+def audio_summary(mono_mel: torch.Tensor) -> torch.Tensor:
+    """(B, C, M, F) normalised mono log-mel (channel 0 is read) → (B, 2·AUDIO_BANDS): per band of equal
+    mel width, the mean over frames and the standard deviation (a sustained note vs. a rhythm)."""
+    bands = F.adaptive_avg_pool2d(mono_mel[:, :1], (AUDIO_BANDS, mono_mel.shape[-1]))[:, 0]
+    return torch.cat([bands.mean(-1), bands.std(-1, unbiased=False)], dim=-1)
+
+
+class AudioAwareTokens(nn.Module):
+    """Visual tokens that also see what the mono plays, so that a token's keys can say whether its
+    object is the one heard (the sound-to-box binding).
+
+    z = (W_v v) ⊙ MLP(audio_summary(mono)) is a bilinear token-audio interaction (an additive one cannot
+    say "this look goes with that sound"); the token becomes v + W_o z with W_o zero-initialised, so a
+    fresh module returns the tokens unchanged. With ``binding`` a linear read-out of z scores the
+    audio-visual correspondence per token (Arandjelović & Zisserman 2017, token by token), trained by
+    :meth:`binding_loss`.
+
+    Shapes: tokens (B, K, D), mono (B, C, M, F) → (B, K, D).
+    """
+
+    def __init__(self, *, dim: int, binding: bool = False) -> None:
+        super().__init__()
+        self.visual = nn.Linear(dim, dim)
+        self.audio = nn.Sequential(nn.Linear(2 * AUDIO_BANDS, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.out = zero_module(nn.Linear(dim, dim))
+        self.score = nn.Linear(dim, 1) if binding else None
+
+    def interaction(self, tokens: torch.Tensor, mono: torch.Tensor) -> torch.Tensor:
+        return self.visual(tokens) * self.audio(audio_summary(mono).to(tokens.dtype))[:, None]
+
+    def forward(self, tokens: torch.Tensor, mono: torch.Tensor) -> torch.Tensor:
+        return tokens + self.out(self.interaction(tokens, mono))
+
+    def binding_loss(self, tokens: torch.Tensor, valid: torch.Tensor, mono: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of each valid token (``valid`` (B, K) bool) against its own clip's mono
+        (label 1) and the next clip's in the batch (label 0). Objects in view that do not sound get label
+        1 too, so no labels are needed: what is learned is which look goes with which sound, and a silent
+        object's token scores low wherever its sound is absent. A batch of one has no other clip: 0."""
+        if self.score is None:
+            raise RuntimeError("binding_loss needs AudioAwareTokens(binding=True)")
+        if tokens.shape[0] < 2 or not valid.any():
+            return tokens.new_zeros(())
+        logits = torch.stack([self.score(self.interaction(tokens, m))[..., 0] for m in (mono, mono.roll(1, dims=0))])
+        labels = torch.stack([torch.ones_like(logits[0]), torch.zeros_like(logits[1])])
+        bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        return (bce * valid).sum() / (2 * valid.sum())

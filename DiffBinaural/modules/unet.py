@@ -43,6 +43,7 @@ from torch import nn
 
 from .blocks import (
     ATTN_IMPLS,
+    AudioAwareTokens,
     CrossAttention,
     Downsample,
     ResBlock,
@@ -53,16 +54,6 @@ from .blocks import (
     padding_to_attn_mask,
     zero_module,
 )
-
-
-AUDIO_BANDS = 40  # token_audio: the mono mel pooled to this many bands, whatever n_mels is
-
-
-def audio_summary(mono_mel: torch.Tensor) -> torch.Tensor:
-    """(B, 1, M, F) normalised mono log-mel → (B, 2·AUDIO_BANDS): per band, the mean over frames and
-    the standard deviation (a sustained note vs. a rhythm), in AUDIO_BANDS bands of equal mel width."""
-    bands = nn.functional.adaptive_avg_pool2d(mono_mel[:, :1], (AUDIO_BANDS, mono_mel.shape[-1]))[:, 0]
-    return torch.cat([bands.mean(-1), bands.std(-1, unbiased=False)], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -84,6 +75,7 @@ class UNetConfig:
     groups: int = 32
     freq_coord: bool = True
     token_audio: bool = False
+    token_binding: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -178,6 +170,7 @@ class UNet(nn.Module):
         groups: int = 32,
         freq_coord: bool = True,
         token_audio: bool = False,
+        token_binding: bool = False,
     ) -> None:
         super().__init__()
         channel_mults, attn_levels = tuple(channel_mults), tuple(attn_levels)
@@ -199,7 +192,10 @@ class UNet(nn.Module):
             groups=groups,
             freq_coord=freq_coord,
             token_audio=token_audio,
+            token_binding=token_binding,
         )
+        if token_binding and not token_audio:
+            raise ValueError("token_binding scores the audio-aware tokens: it needs token_audio=True")
         emb_dim = 4 * base_channels
         self.time_embed = TimestepEmbedding(freq_dim=base_channels, emb_dim=emb_dim)
 
@@ -208,14 +204,10 @@ class UNet(nn.Module):
         self.mono_null = nn.Parameter(torch.zeros(()))
         self.null_token = nn.Parameter(0.02 * torch.randn(1, 1, context_dim))
         self.context_norm = nn.LayerNorm(context_dim)
-        # Audio-aware tokens: each token also sees what the mono plays (its per-band level and spread
-        # over the window), so that its keys can say whether its object is heard. Zero-initialised: it
-        # starts as the plain token set.
-        self.token_audio = (
-            nn.Sequential(nn.Linear(context_dim + 2 * AUDIO_BANDS, context_dim), nn.SiLU(),
-                          zero_module(nn.Linear(context_dim, context_dim)))
-            if token_audio else None
-        )
+        # Tokens that also see the mono (the sound-to-box binding), and the per-token correspondence
+        # loss on them (AudioAwareTokens). binding_loss is set by every training forward with token_binding.
+        self.token_audio = AudioAwareTokens(dim=context_dim, binding=token_binding) if token_audio else None
+        self.binding_loss = torch.zeros(())
 
         stage = dict(
             emb_dim=emb_dim,
@@ -298,11 +290,13 @@ class UNet(nn.Module):
         context_mask: torch.Tensor | None,
         drop_visual: torch.Tensor | None,
         mono_mel: torch.Tensor,
+        heard_mono: torch.Tensor,
         device: torch.device,
         dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Build keys = [null token, visual tokens] and the SDPA mask (``mono_mel`` (B, 1, M, F), after
-        its guidance drop: what ``token_audio`` summarises).
+        its guidance drop: what ``token_audio`` summarises; ``heard_mono``: before it, what the binding
+        loss asks about).
 
         Returns context (B, 1 + K, D) and attn_mask (B, 1, 1, 1 + K) bool, True = attend.
         """
@@ -324,8 +318,9 @@ class UNet(nn.Module):
         # provably independent of their content (even NaN/inf from garbage crops).
         context = self.context_norm(context)
         if self.token_audio is not None:
-            audio = audio_summary(mono_mel).to(context.dtype)[:, None].expand(-1, k, -1)  # (B, K, 2·bands)
-            context = context + self.token_audio(torch.cat([context, audio], dim=-1))
+            if self.config.token_binding and self.training:
+                self.binding_loss = self.token_audio.binding_loss(context, ~pad, heard_mono)
+            context = self.token_audio(context, mono_mel)
         context = context.masked_fill(pad[..., None], 0.0)
         context = torch.cat([self.null_token.expand(batch, 1, d).to(context.dtype), context], dim=1)
         pad = torch.cat([torch.zeros(batch, 1, dtype=torch.bool, device=device), pad], dim=1)  # null: valid
@@ -369,6 +364,7 @@ class UNet(nn.Module):
         if t.ndim == 0:
             t = t.expand(b)
 
+        heard_mono = mono_mel
         if drop_mono is not None:
             mono_mel = torch.where(
                 drop_mono.to(torch.bool)[:, None, None, None], self.mono_null.to(mono_mel.dtype), mono_mel
@@ -380,7 +376,7 @@ class UNet(nn.Module):
         h = self.in_conv(torch.cat(inputs, dim=1))
 
         emb = self.time_embed(t).to(h.dtype)
-        ctx, attn_mask = self._key_set(b, context, context_mask, drop_visual, mono_mel, x_t.device, h.dtype)
+        ctx, attn_mask = self._key_set(b, context, context_mask, drop_visual, mono_mel, heard_mono, x_t.device, h.dtype)
 
         skips = [h]
         for level in self.down:

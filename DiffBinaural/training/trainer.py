@@ -180,9 +180,14 @@ class Stage1Trainer(TrainingLoop):
             with ctx, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                      enabled=self.amp_dtype is not None):
                 out = self.diffusion.training_losses(self.ddp, x0, model_kwargs=kwargs, generator=self.gen)
-                loss = out["loss"] / len(micro_batches)
+                loss = out["loss"]
+                if self.cfg.get("binding_weight"):  # the tokens' correspondence loss, set by this forward
+                    binding = self.model.unet.binding_loss
+                    totals["binding"] = totals.get("binding", 0.0) + float(binding.detach()) / len(micro_batches)
+                    loss = loss + self.cfg["binding_weight"] * binding
+                loss = loss / len(micro_batches)
             self.scaler.scale(loss).backward()
-            totals["loss"] += float(loss.detach())
+            totals["loss"] += float(out["loss"].detach()) / len(micro_batches)
             for key, (s, c) in self.diffusion.bucket_losses(out["t"], out["loss_per_sample"].detach()).items():
                 acc = buckets.setdefault(key, [0.0, 0.0])
                 acc[0], acc[1] = acc[0] + float(s), acc[1] + float(c)
@@ -205,7 +210,7 @@ class Stage1Trainer(TrainingLoop):
             t = du.all_reduce_sum(torch.tensor([s, c], dtype=torch.float64, device=self.device))
             if t[1] > 0:
                 bucket_means[f"train/{key}"] = float(t[0] / t[1])
-        scalars = du.all_reduce_mean({"train/loss": totals["loss"]}, self.device)
+        scalars = du.all_reduce_mean({f"train/{k}": v for k, v in totals.items()}, self.device)
         scalars.update(bucket_means, **{"train/grad_norm": float(grad_norm),
                                         "train/lr_unet": self.opt.param_groups[0]["lr"]})
         return scalars
@@ -219,8 +224,9 @@ class Stage1Trainer(TrainingLoop):
         if self.step % a.disp_iter == 0 and self.writer:
             for k, v in scalars.items():
                 self.writer.add_scalar(k, v, self.step)
-            log.info("epoch %d step %d loss %.4f (%.2f s/step)", self.epoch, self.step, scalars["train/loss"],
-                     self.timer.per_step(self.step))
+            binding = f" binding {scalars['train/binding']:.4f}" if "train/binding" in scalars else ""
+            log.info("epoch %d step %d loss %.4f%s (%.2f s/step)", self.epoch, self.step, scalars["train/loss"],
+                     binding, self.timer.per_step(self.step))
         if a.save_every > 0 and self.step % a.save_every == 0 and not (a.max_steps > 0 and self.step >= a.max_steps):
             self.save_state()  # (the last step's state is saved at the end of the epoch, after validation)
 

@@ -30,6 +30,7 @@ MODEL_KEYS = (
     "num_train_timesteps", "target", "prediction_type", "loss", "p_drop_visual", "p_drop_mono",
     "interaural_phase", "residual_scale", "box_source", "visual_tokens", "grid", "frame_size",
     "grid_pool", "side_weight", "grid_layout", "grid_select", "token_audio",
+    "binding_weight",
 )
 # Keys added after the first release, with the value that reproduces older runs' behaviour: a
 # config.json without them still loads (and behaves as before).
@@ -38,7 +39,8 @@ MODEL_KEYS = (
 # visual_tokens / grid / frame_size: runs from before grid tokens had box tokens only.
 OPTIONAL_KEYS = {"interaural_phase": False, "residual_scale": 2.0, "box_source": None, "visual_tokens": "boxes",
                  "grid": None, "frame_size": None, "grid_pool": "mean", "side_weight": 0.0,
-                 "grid_layout": False, "grid_select": 0, "token_audio": False}
+                 "grid_layout": False, "grid_select": 0, "token_audio": False,
+                 "binding_weight": 0.0}
 DATA_KEYS = ("box_source",)  # model keys the trainer fills from its dataset
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESET_KEYS = tuple(k for k in MODEL_KEYS if k not in ("mel", "mel_config", *DATA_KEYS))
@@ -159,6 +161,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--p_drop_mono", type=float, default=0.1)
     g.add_argument("--side_weight", type=float, default=0.0, metavar="LAMBDA",
                    help="add LAMBDA x the error of L - R to the per-ear loss (0: the per-ear loss alone)")
+    g.add_argument("--binding_weight", type=float, default=0.0, metavar="LAMBDA",
+                   help="with --token_audio: add LAMBDA x a per-token audio-visual correspondence loss (is this "
+                        "token's object heard in this mono, or in another clip's?) to the diffusion loss")
     g.add_argument("--interaural_phase", action=argparse.BooleanOptionalAction, default=False,
                    help="also generate the interaural phase per mel band and frame (2 more channels: the complex "
                         "interaural coherence, binaural_core.interaural); the renderers then restore ITD")
@@ -290,6 +295,8 @@ def resolve_visual(cfg: dict, dataset) -> dict:
     :func:`default_grid`); the val set must then be built with the same frame size."""
     out = dict(cfg, visual_tokens=dataset.visual_tokens)
     out["frame_size"] = None if dataset.frame_size is None else list(dataset.frame_size)
+    if cfg.get("binding_weight") and not cfg.get("token_audio"):
+        raise BadInputError(None, "--binding_weight scores the audio-aware tokens: it needs --token_audio")
     if dataset.visual_tokens == "boxes":
         if cfg.get("grid_layout"):
             raise BadInputError(None, "--grid_layout reads the grid's cells: it needs --visual_tokens grid or both")
