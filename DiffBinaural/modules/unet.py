@@ -25,6 +25,10 @@ Where the conditioning enters:
   level costs only 6400×21 scores; giving the full-resolution layers access to the source positions is
   cheap. The key set always starts with one learned, always-valid **null token**, so a sample whose
   tokens are all masked still has a well-defined softmax (no all −inf row, no NaN).
+* **Audio-aware tokens** (``token_audio=True``): before the key set is built, every token is mixed
+  bilinearly with a summary of the (guidance-dropped) mono (:class:`AudioAwareTokens`), so its keys can
+  say whether its object is heard; with ``token_binding`` a training forward also sets
+  ``self.binding_loss``, the tokens' audio-visual correspondence loss on the mono as recorded.
 * ``drop_visual[b]`` is *defined* as "mask all of sample b's tokens": only the null token remains, so
   the output equals the output with an all-True ``context_mask`` bit for bit, and ``context=None``
   means the same thing for the whole batch.
