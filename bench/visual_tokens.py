@@ -82,13 +82,14 @@ def score(pred_dir: str, gt_dir: str, data: str, kind: str) -> dict:
     by_sources = {str(k): ratio(sounding == k) for k in counts}
     # with objects in view that do not sound (--max_silent), the model must also tell which box is heard
     silent = np.array([len(clips[n]["sources"]) for n in names]) - sounding
-    by_silent = {str(k): ratio(silent == k) for k in sorted(set(silent.tolist()))}
+    silent_counts = sorted(set(silent.tolist()))
     return {"clips": len(names), "lr": float(mean["model"][0]), "lr_mono": float(mean["mono"][0]),
             "diff": float(mean["model"][1]), "diff_mono": float(mean["mono"][1]),
             "diff_ratio": float(mean["model"][1] / mean["mono"][1]), "lr_ratio": float(mean["model"][0] / mean["mono"][0]),
             "diff_oracle_ratio": float(mean["oracle"] / mean["mono"][1]), "diff_ratio_by_sources": by_sources,
             "clips_by_sources": {str(k): int((sounding == k).sum()) for k in counts},
-            "diff_ratio_by_silent": by_silent, "clips_by_silent": {k: int((silent == int(k)).sum()) for k in by_silent}}
+            "diff_ratio_by_silent": {str(k): ratio(silent == k) for k in silent_counts},
+            "clips_by_silent": {str(k): int((silent == k).sum()) for k in silent_counts}}
 
 
 def main(argv: list[str] | None = None) -> None:

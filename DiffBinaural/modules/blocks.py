@@ -305,8 +305,12 @@ class AudioAwareTokens(nn.Module):
         self.out = zero_module(nn.Linear(dim, dim))
         self.score = nn.Linear(dim, 1) if binding else None
 
+    def encode_audio(self, tokens: torch.Tensor, mono: torch.Tensor) -> torch.Tensor:
+        """(B, D): what each clip's mono plays, in the tokens' dtype."""
+        return self.audio(audio_summary(mono).to(tokens.dtype))
+
     def interaction(self, tokens: torch.Tensor, mono: torch.Tensor) -> torch.Tensor:
-        return self.visual(tokens) * self.audio(audio_summary(mono).to(tokens.dtype))[:, None]
+        return self.visual(tokens) * self.encode_audio(tokens, mono)[:, None]
 
     def forward(self, tokens: torch.Tensor, mono: torch.Tensor) -> torch.Tensor:
         return tokens + self.out(self.interaction(tokens, mono))
@@ -320,7 +324,8 @@ class AudioAwareTokens(nn.Module):
             raise RuntimeError("binding_loss needs AudioAwareTokens(binding=True)")
         if tokens.shape[0] < 2 or not valid.any():
             return tokens.new_zeros(())
-        logits = torch.stack([self.score(self.interaction(tokens, m))[..., 0] for m in (mono, mono.roll(1, dims=0))])
+        visual, audio = self.visual(tokens), self.encode_audio(tokens, mono)  # the next clip's: audio.roll(1)
+        logits = torch.stack([self.score(visual * a[:, None])[..., 0] for a in (audio, audio.roll(1, dims=0))])
         labels = torch.stack([torch.ones_like(logits[0]), torch.zeros_like(logits[1])])
         bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         return (bce * valid).sum() / (2 * valid.sum())
